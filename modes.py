@@ -1,0 +1,87 @@
+"""Resolution modes of each DeepSeek-OCR model family, with upstream's sizes and vision-token counts."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from enum import Enum
+
+# Both encoders cut the image into 16 px patches and downsample them 4x per side (upstream deepencoder):
+# a view of S pixels becomes (S / 64)^2 vision tokens.
+PATCH_SIZE = 16
+DOWNSAMPLE_RATIO = 4
+
+
+def tokens_for_view(size: int) -> int:
+    side = -(-size // (PATCH_SIZE * DOWNSAMPLE_RATIO))
+    return side * side
+
+
+class ModelFamily(str, Enum):
+    v1 = "deepseek-ocr"  # deepseek-ai/DeepSeek-OCR
+    v2 = "deepseek-ocr-2"  # deepseek-ai/DeepSeek-OCR-2 and deepseek-community/DeepSeek-OCR-2
+
+
+@dataclass(frozen=True)
+class Mode:
+    name: str
+    base_size: int  # the global view, in pixels
+    image_size: int  # the tile size when cropping, else the view size
+    crop_mode: bool
+    min_tiles: int
+    max_tiles: int
+    description: str
+
+    @property
+    def global_tokens(self) -> int:
+        return tokens_for_view(self.base_size)
+
+    @property
+    def tile_tokens(self) -> int:
+        return tokens_for_view(self.image_size)
+
+    @property
+    def max_vision_tokens(self) -> int:
+        """The most vision tokens one page costs in this mode (global view plus the most tiles)."""
+        return self.global_tokens + (self.tile_tokens * self.max_tiles if self.crop_mode else 0)
+
+
+def _fixed(name: str, size: int, what: str) -> Mode:
+    return Mode(name, size, size, False, 0, 0, f"{size}x{size} single view, {tokens_for_view(size)} vision tokens; {what}")
+
+
+# Upstream README table (DeepSeek-OCR v1). Gundam tiles: 2..9 allowed upstream, 6 by default.
+V1_MODES = (
+    _fixed("tiny", 512, "fastest, for sparse pages"),
+    _fixed("small", 640, "fast, for simple pages"),
+    _fixed("base", 1024, "general documents"),
+    _fixed("large", 1280, "dense or small print"),
+    Mode("gundam", 1024, 640, True, 2, 6,
+         "1024 global view + 2-6 tiles of 640: 256 + 100 per tile vision tokens; large or dense pages"),
+)
+
+# DeepSeek-OCR-2 has learned queries for 1024 (256 tokens) and 768 (144 tokens) views only.
+V2_MODES = (
+    _fixed("base", 1024, "general documents"),
+    Mode("gundam", 1024, 768, True, 2, 6,
+         "1024 global view + 2-6 tiles of 768: 256 + 144 per tile vision tokens; large or dense pages"),
+)
+
+FAMILY_MODES: dict[ModelFamily, tuple[Mode, ...]] = {ModelFamily.v1: V1_MODES, ModelFamily.v2: V2_MODES}
+ALL_MODE_NAMES = sorted({mode.name for modes in FAMILY_MODES.values() for mode in modes})
+
+
+@dataclass(frozen=True)
+class PromptPreset:
+    name: str
+    prompt: str
+
+
+# The prompts of the upstream README.
+PROMPT_PRESETS = (
+    PromptPreset("document", "<image>\n<|grounding|>Convert the document to markdown."),
+    PromptPreset("ocr", "<image>\n<|grounding|>OCR this image."),
+    PromptPreset("free", "<image>\nFree OCR."),
+    PromptPreset("figure", "<image>\nParse the figure."),
+    PromptPreset("describe", "<image>\nDescribe this image in detail."),
+    PromptPreset("locate", "<image>\nLocate <|ref|>xxxx<|/ref|> in the image."),
+)

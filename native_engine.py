@@ -1,0 +1,92 @@
+"""Runs checkpoints in transformers' native layout (deepseek-community/DeepSeek-OCR-2) with batched generate."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+
+from modes import FAMILY_MODES, Mode, ModelFamily
+from ocr_engine import EngineInfo, OcrEngine, PageRequest, PageResult
+from settings import Settings
+
+
+def processor_kwargs(mode: Mode) -> dict[str, Any]:
+    """The processor arguments that give `mode`'s views.
+
+    Without cropping the processor resizes the global view to `tile_size` but counts its tokens from `size`,
+    so both are set to the mode's view size (otherwise: "Image features and image tokens do not match").
+    """
+    view = {"height": mode.base_size, "width": mode.base_size}
+    if not mode.crop_mode:
+        return {"crop_to_patches": False, "size": view, "tile_size": mode.base_size}
+    return {
+        "crop_to_patches": True,
+        "size": view,
+        "tile_size": mode.image_size,
+        "min_patches": mode.min_tiles,
+        "max_patches": mode.max_tiles,
+    }
+
+
+class NativeEngine(OcrEngine):
+    def __init__(self, processor: Any, model: Any, info: EngineInfo, max_new_tokens: int) -> None:
+        self.processor = processor
+        self.model = model
+        self.info = info
+        self.max_new_tokens = max_new_tokens
+        self.tokenizer = processor.tokenizer
+        self.eos_id = self.tokenizer.eos_token_id
+        self.pad_id = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else self.eos_id
+        # Left padding keeps every prompt's last token at the end of its row, as batched generation needs.
+        self.tokenizer.padding_side = "left"
+
+    @classmethod
+    def load(
+        cls, source: str, family: ModelFamily, device: str, dtype: torch.dtype, attn: str, settings: Settings
+    ) -> "NativeEngine":
+        from transformers import AutoModelForImageTextToText, AutoProcessor
+
+        processor = AutoProcessor.from_pretrained(source)
+        model = AutoModelForImageTextToText.from_pretrained(source, dtype=dtype, attn_implementation=attn)
+        model = model.to(device).eval()
+        info = EngineInfo(
+            model=source,
+            engine="transformers",
+            family=family,
+            device=device,
+            dtype=str(dtype).removeprefix("torch."),
+            attn_implementation=attn,
+            modes=FAMILY_MODES[ModelFamily.v2],  # the native classes implement DeepSeek-OCR-2 only
+        )
+        return cls(processor, model, info, settings.ocr_max_new_tokens)
+
+    def run(self, batch: list[PageRequest]) -> list[PageResult]:
+        mode = batch[0].mode
+        if any(request.mode != mode for request in batch):
+            raise ValueError("a batch holds one mode")
+        inputs = self.processor(
+            images=[request.image for request in batch],
+            text=[request.prompt for request in batch],
+            padding=True,
+            return_tensors="pt",
+            **processor_kwargs(mode),
+        )
+        inputs = inputs.to(self.model.device).to(self.model.dtype)
+        prompt_length = inputs["input_ids"].shape[1]
+        with torch.inference_mode():
+            output = self.model.generate(
+                **inputs,
+                max_new_tokens=self.max_new_tokens,
+                do_sample=False,
+                eos_token_id=self.eos_id,
+                pad_token_id=self.pad_id,
+            )
+        return [self._result(row) for row in output[:, prompt_length:].tolist()]
+
+    def _result(self, generated: list[int]) -> PageResult:
+        finished = self.eos_id in generated
+        if finished:
+            generated = generated[: generated.index(self.eos_id)]
+        raw_text = self.tokenizer.decode(generated, skip_special_tokens=False).strip()
+        return PageResult(raw_text, "stop" if finished else "length", len(generated) + finished)

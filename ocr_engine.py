@@ -1,0 +1,162 @@
+"""The engine interface, and the code that finds, loads and runs a DeepSeek-OCR checkpoint."""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+from abc import ABC, abstractmethod
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import torch
+from PIL import Image
+
+from modes import FAMILY_MODES, Mode, ModelFamily
+from settings import AttnImpl, DeviceChoice, DtypeChoice, EngineChoice, Settings
+
+log = logging.getLogger("deepseek_ocr.engine")
+
+# Upstream's end-of-sentence token (full-width bars); it ends every complete answer.
+EOS_TOKEN = "<｜end▁of▁sentence｜>"
+REPO_ID = re.compile(r"[A-Za-z0-9][\w.-]*/[\w.-]+")
+MODEL_PATH_FIX = (
+    "Set DEEPSEEK_OCR_MODEL_PATH to a folder holding the checkpoint (config.json, weights, tokenizer) "
+    "or to a Hugging Face repo id such as deepseek-community/DeepSeek-OCR-2."
+)
+
+FinishReason = Literal["stop", "length"]
+
+
+@dataclass
+class PageRequest:
+    """One page image, validated and oriented, with the prompt and mode it is to be read with."""
+
+    image: Image.Image
+    prompt: str
+    mode: Mode
+    work_dir: Path
+
+
+@dataclass
+class PageResult:
+    raw_text: str
+    finish_reason: FinishReason
+    generated_tokens: int
+
+
+@dataclass
+class EngineInfo:
+    """What /health and /api/modes say about the loaded model."""
+
+    model: str
+    engine: str
+    family: ModelFamily
+    device: str
+    dtype: str
+    attn_implementation: str
+    modes: tuple[Mode, ...] = field(default=())
+
+    def mode(self, name: str) -> Mode | None:
+        return next((mode for mode in self.modes if mode.name == name), None)
+
+
+class OcrEngine(ABC):
+    """Loaded once; runs batches of prepared page requests, one result per request, in order."""
+
+    info: EngineInfo
+    max_batch_size: int = 1
+
+    @abstractmethod
+    def run(self, batch: list[PageRequest]) -> list[PageResult]: ...
+
+
+class ModelPathError(Exception):
+    """DEEPSEEK_OCR_MODEL_PATH names nothing loadable."""
+
+
+def resolve_model_source(value: str) -> str:
+    """A local checkpoint folder (resolved) or a Hugging Face repo id; anything else is refused with the fix."""
+    path = Path(value).expanduser()
+    if path.exists():
+        if not path.is_dir():
+            raise ModelPathError(f"DEEPSEEK_OCR_MODEL_PATH={value!r} is a file, not a checkpoint folder. {MODEL_PATH_FIX}")
+        read_config(path)
+        return str(path.resolve())
+    if REPO_ID.fullmatch(value) and ".." not in value:
+        return value
+    raise ModelPathError(f"DEEPSEEK_OCR_MODEL_PATH={value!r}: no such folder ({path.absolute()}). {MODEL_PATH_FIX}")
+
+
+def read_config(folder: Path) -> dict[str, Any]:
+    config_file = folder / "config.json"
+    try:
+        config = json.loads(config_file.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ModelPathError(f"{folder} has no config.json, so it is not a checkpoint. {MODEL_PATH_FIX}") from None
+    except (OSError, UnicodeDecodeError, ValueError) as exc:
+        raise ModelPathError(f"cannot read {config_file}: {exc}. {MODEL_PATH_FIX}") from None
+    if not isinstance(config, dict):
+        raise ModelPathError(f"{config_file} is not a JSON object. {MODEL_PATH_FIX}")
+    return config
+
+
+def fetch_config(source: str) -> dict[str, Any]:
+    """config.json of a folder or of a Hub repo (downloaded into the Hugging Face cache)."""
+    if Path(source).is_dir():
+        return read_config(Path(source))
+    from huggingface_hub import hf_hub_download
+
+    return read_config(Path(hf_hub_download(source, "config.json")).parent)
+
+
+def detect_family(config: dict[str, Any]) -> ModelFamily:
+    names = " ".join([str(config.get("model_type", "")), *map(str, config.get("architectures") or [])]).lower()
+    return ModelFamily.v2 if "ocr2" in names or "ocr_2" in names else ModelFamily.v1
+
+
+def resolve_device(choice: DeviceChoice) -> str:
+    if choice is not DeviceChoice.auto:
+        return choice.value
+    if torch.cuda.is_available():
+        return "cuda"
+    if getattr(torch.backends, "mps", None) and torch.backends.mps.is_available():
+        return "mps"
+    return "cpu"
+
+
+def resolve_dtype(choice: DtypeChoice, device: str) -> torch.dtype:
+    if choice is DtypeChoice.auto:
+        return torch.bfloat16 if device == "cuda" else torch.float32
+    return getattr(torch, choice.value)
+
+
+def resolve_attn(requested: AttnImpl, device: str) -> str:
+    """flash_attention_2 only where it can run (CUDA with flash-attn installed); otherwise sdpa, said in the log."""
+    if requested is not AttnImpl.flash_attention_2:
+        return requested.value
+    from transformers.utils import is_flash_attn_2_available
+
+    if device == "cuda" and is_flash_attn_2_available():
+        return requested.value
+    reason = "flash-attn is not installed" if device == "cuda" else f"the device is {device}, not CUDA"
+    log.warning("DEEPSEEK_ATTN_IMPL=flash_attention_2 but %s: using sdpa", reason)
+    return AttnImpl.sdpa.value
+
+
+def load_engine(settings: Settings, source: str) -> OcrEngine:
+    """Loads the checkpoint at `source` with the engine its layout (or DEEPSEEK_OCR_ENGINE) calls for."""
+    config = fetch_config(source)
+    family = detect_family(config)
+    device = resolve_device(settings.ocr_device)
+    dtype = resolve_dtype(settings.ocr_dtype, device)
+    attn = resolve_attn(settings.attn_impl, device)
+    from native_engine import NativeEngine  # imported here: remote-code installs pin an older transformers
+
+    engine = NativeEngine.load(source, family, device, dtype, attn, settings)
+    if engine.info.mode(settings.ocr_default_mode) is None:
+        valid = ", ".join(mode.name for mode in engine.info.modes)
+        raise ValueError(f"DEEPSEEK_OCR_DEFAULT_MODE={settings.ocr_default_mode!r} is not a mode of {family.value} ({valid})")
+    log.info("model ready: %s", engine.info)
+    return engine

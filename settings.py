@@ -1,0 +1,105 @@
+"""Every setting of the service, read from `DEEPSEEK_*` environment variables (the README's table)."""
+
+from __future__ import annotations
+
+from enum import Enum
+from pathlib import Path
+
+from pydantic import Field, ValidationError, field_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+from typing_extensions import Annotated
+
+from modes import ALL_MODE_NAMES
+
+ENV_PREFIX = "DEEPSEEK_"
+DEFAULT_PROMPT = "<image>\n<|grounding|>Convert the document to markdown."
+
+
+class AttnImpl(str, Enum):
+    flash_attention_2 = "flash_attention_2"
+    sdpa = "sdpa"
+    eager = "eager"
+
+
+class DeviceChoice(str, Enum):
+    auto = "auto"
+    cuda = "cuda"
+    cpu = "cpu"
+    mps = "mps"
+
+
+class DtypeChoice(str, Enum):
+    auto = "auto"
+    bfloat16 = "bfloat16"
+    float16 = "float16"
+    float32 = "float32"
+
+
+class EngineChoice(str, Enum):
+    auto = "auto"
+    transformers = "transformers"
+    remote_code = "remote-code"
+
+
+class Settings(BaseSettings):
+    """Field `x` is read from `DEEPSEEK_X` (case-insensitive)."""
+
+    model_config = SettingsConfigDict(env_prefix=ENV_PREFIX, case_sensitive=False, extra="ignore")
+
+    # The seed's variables.
+    ocr_model_path: str = Field("../../ocr_project/model", min_length=1)
+    attn_impl: AttnImpl = AttnImpl.flash_attention_2
+    allowed_origins: Annotated[list[str], NoDecode] = ["*"]
+    max_image_mb: float = Field(15, gt=0)
+    ocr_default_prompt: str = Field(DEFAULT_PROMPT, min_length=1)
+    ocr_runs_dir: Path = Path("runs")
+
+    # Where and how the model runs.
+    ocr_engine: EngineChoice = EngineChoice.auto
+    ocr_device: DeviceChoice = DeviceChoice.auto
+    ocr_dtype: DtypeChoice = DtypeChoice.auto
+    ocr_max_new_tokens: int = Field(8192, ge=1)
+    ocr_default_mode: str = Field("gundam", min_length=1)
+
+    # Request guardrails.
+    ocr_max_prompt_chars: int = Field(4000, ge=1)
+    ocr_max_image_pixels: int = Field(50_000_000, ge=1)
+
+    @field_validator("allowed_origins", mode="before")
+    @classmethod
+    def _split_origins(cls, value: object) -> object:
+        if isinstance(value, str):
+            return [origin.strip() for origin in value.split(",") if origin.strip()]
+        return value
+
+    @field_validator("ocr_default_mode")
+    @classmethod
+    def _known_mode(cls, value: str) -> str:
+        mode = value.strip().lower()
+        if mode not in ALL_MODE_NAMES:
+            raise ValueError(f"unknown mode, expected one of {', '.join(ALL_MODE_NAMES)}")
+        return mode
+
+    @property
+    def max_upload_bytes(self) -> int:
+        return int(self.max_image_mb * 1024 * 1024)
+
+
+class SettingsError(Exception):
+    """A setting has a value the service cannot run with; the message names the variable."""
+
+
+def env_name(field: str) -> str:
+    return f"{ENV_PREFIX}{field}".upper()
+
+
+def load_settings(**overrides: object) -> Settings:
+    """Reads the environment (plus `overrides`, keyed by field name) and names the variable of each bad value."""
+    try:
+        return Settings(**overrides)
+    except ValidationError as exc:
+        problems = []
+        for error in exc.errors():
+            field = str(error["loc"][0]) if error["loc"] else "?"
+            problems.append(f"{env_name(field)}: {error['msg']} (got {error.get('input')!r})")
+        raise SettingsError("; ".join(problems)) from None

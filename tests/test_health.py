@@ -1,0 +1,111 @@
+"""Probes: liveness always, readiness only once the model is loaded; /api/modes describes the loaded family."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from fastapi.testclient import TestClient
+
+from app import create_app
+from conftest import make_settings
+from ocr_engine import ModelPathError
+
+
+def test_ready_health_names_model_engine_device_dtype_and_attention(client, native_checkpoint: Path) -> None:
+    for path in ("/health", "/health/ready"):
+        response = client.get(path)
+        assert response.status_code == 200
+        assert response.json() == {
+            "status": "ok",
+            "model": str(native_checkpoint.resolve()),
+            "engine": "transformers",
+            "family": "deepseek-ocr-2",
+            "device": "cpu",
+            "dtype": "float32",
+            # The default flash_attention_2 cannot run without CUDA: the service falls back to sdpa.
+            "attnImplementation": "sdpa",
+        }
+
+
+def test_before_the_model_loads_health_is_503_loading_and_live_is_200(native_checkpoint: Path, tmp_path: Path) -> None:
+    client = TestClient(create_app(make_settings(native_checkpoint, tmp_path / "runs")))  # lifespan not started
+    response = client.get("/health")
+    assert response.status_code == 503
+    assert response.json()["status"] == "loading" and response.json()["detail"]
+    assert client.get("/health/ready").status_code == 503
+    assert client.get("/health/live").status_code == 200
+    assert client.get("/api/modes").status_code == 503
+
+
+def test_a_failed_load_is_503_error_and_the_process_stays_up(start_client, tmp_path: Path) -> None:
+    broken = tmp_path / "broken-checkpoint"
+    broken.mkdir()
+    (broken / "config.json").write_text(json.dumps({"model_type": "deepseek_ocr2"}))  # no weights, no tokenizer
+    client = start_client(checkpoint=broken)
+    response = client.get("/health")
+    assert response.status_code == 503
+    assert response.json()["status"] == "error"
+    assert str(broken) in response.json()["detail"]
+    assert client.get("/health/live").status_code == 200
+    ocr = client.post("/api/ocr", files={"image": ("a.png", b"\x89PNG\r\n\x1a\n")})
+    assert ocr.status_code == 503 and "failed" in ocr.json()["detail"]
+
+
+@pytest.mark.parametrize("kind", ["missing", "file", "no-config", "bad-config"])
+def test_an_unusable_model_path_stops_startup_naming_path_and_fix(tmp_path: Path, kind: str) -> None:
+    target = tmp_path / "model"
+    if kind == "file":
+        target.write_text("not a folder")
+    elif kind != "missing":
+        target.mkdir()
+        if kind == "bad-config":
+            (target / "config.json").write_text("{not json")
+    client = TestClient(create_app(make_settings(target, tmp_path / "runs")))
+    with pytest.raises(ModelPathError) as failure:
+        client.__enter__()
+    message = str(failure.value)
+    assert str(target) in message
+    assert "DEEPSEEK_OCR_MODEL_PATH" in message and "deepseek-community/DeepSeek-OCR-2" in message
+
+
+def test_default_mode_of_another_family_fails_the_load_naming_the_variable(start_client) -> None:
+    response = start_client(ocr_default_mode="tiny").get("/health")
+    assert response.status_code == 503
+    assert "DEEPSEEK_OCR_DEFAULT_MODE" in response.json()["detail"]
+
+
+def test_modes_lists_the_native_families_modes(client) -> None:
+    body = client.get("/api/modes").json()
+    assert body["engine"] == "transformers" and body["family"] == "deepseek-ocr-2"
+    assert [(m["name"], m["baseSize"], m["imageSize"], m["cropMode"], m["visionTokens"]) for m in body["modes"]] == [
+        ("base", 1024, 1024, False, 256),
+        ("gundam", 1024, 768, True, 256 + 6 * 144),
+    ]
+    assert all(m["description"] for m in body["modes"])
+    assert body["defaultMode"] == "gundam"
+    assert body["defaultPrompt"] == "<image>\n<|grounding|>Convert the document to markdown."
+    assert body["maxImageMB"] == 15
+    prompts = {p["name"]: p["prompt"] for p in body["prompts"]}
+    assert prompts["free"] == "<image>\nFree OCR."
+    assert len(prompts) == 6 and all(p.startswith("<image>\n") for p in prompts.values())
+
+
+def test_modes_reflects_the_settings(start_client) -> None:
+    body = start_client(max_image_mb=3, ocr_default_mode="base", ocr_default_prompt="<image>\nFree OCR.").get("/api/modes").json()
+    assert (body["maxImageMB"], body["defaultMode"], body["defaultPrompt"]) == (3, "base", "<image>\nFree OCR.")
+
+
+def test_cors_wildcard_never_allows_credentials(client) -> None:
+    response = client.get("/health", headers={"Origin": "https://app.example"})
+    assert response.headers["access-control-allow-origin"] == "*"
+    assert "access-control-allow-credentials" not in response.headers
+
+
+def test_cors_allow_list(start_client) -> None:
+    client = start_client(allowed_origins="https://a.example, https://b.example")
+    allowed = client.options("/api/ocr", headers={"Origin": "https://b.example", "Access-Control-Request-Method": "POST"})
+    assert allowed.headers["access-control-allow-origin"] == "https://b.example"
+    refused = client.get("/health", headers={"Origin": "https://evil.example"})
+    assert "access-control-allow-origin" not in refused.headers
