@@ -200,6 +200,16 @@ async def internal_error(request: Request, exc: Exception) -> JSONResponse:
     )
 
 
+def configure_logging() -> None:
+    """The service's own log lines, next to uvicorn's (which configures only its own loggers)."""
+    logger = logging.getLogger("deepseek_ocr")
+    if not logger.handlers:
+        handler = logging.StreamHandler()
+        handler.setFormatter(logging.Formatter("%(levelname)s:     %(name)s: %(message)s"))
+        logger.addHandler(handler)
+        logger.setLevel(logging.INFO)
+
+
 def _module_app() -> FastAPI:
     try:
         return create_app()
@@ -207,4 +217,5 @@ def _module_app() -> FastAPI:
         raise SystemExit(f"Invalid configuration: {exc}") from None
 
 
+configure_logging()
 app = _module_app()
