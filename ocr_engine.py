@@ -13,7 +13,7 @@ from typing import Any, Literal
 import torch
 from PIL import Image
 
-from modes import FAMILY_MODES, Mode, ModelFamily
+from modes import Mode, ModelFamily
 from settings import AttnImpl, DeviceChoice, DtypeChoice, EngineChoice, Settings
 
 log = logging.getLogger("deepseek_ocr.engine")
@@ -112,8 +112,24 @@ def fetch_config(source: str) -> dict[str, Any]:
 
 
 def detect_family(config: dict[str, Any]) -> ModelFamily:
-    names = " ".join([str(config.get("model_type", "")), *map(str, config.get("architectures") or [])]).lower()
-    return ModelFamily.v2 if "ocr2" in names or "ocr_2" in names else ModelFamily.v1
+    """DeepSeek-OCR-2 (native `deepseek_ocr2`, or original code named *OCR2*) or the first DeepSeek-OCR."""
+    names = [config.get("model_type", ""), *(config.get("architectures") or []), *(config.get("auto_map") or {}).values()]
+    text = " ".join(map(str, names)).lower()
+    return ModelFamily.v2 if "ocr2" in text or "ocr_2" in text else ModelFamily.v1
+
+
+def detect_engine(config: dict[str, Any]) -> EngineChoice:
+    """Custom code (`auto_map`) runs through remote code; a model type this transformers knows runs natively."""
+    if config.get("auto_map"):
+        return EngineChoice.remote_code
+    from transformers import CONFIG_MAPPING
+
+    if config.get("model_type") in CONFIG_MAPPING:
+        return EngineChoice.transformers
+    raise ValueError(
+        f"cannot tell how to run model_type {config.get('model_type')!r}: it ships no code (auto_map) and this "
+        "transformers does not know it; upgrade transformers or set DEEPSEEK_OCR_ENGINE"
+    )
 
 
 def resolve_device(choice: DeviceChoice) -> str:
@@ -132,8 +148,8 @@ def resolve_dtype(choice: DtypeChoice, device: str) -> torch.dtype:
     return getattr(torch, choice.value)
 
 
-def resolve_attn(requested: AttnImpl, device: str) -> str:
-    """flash_attention_2 only where it can run (CUDA with flash-attn installed); otherwise sdpa, said in the log."""
+def resolve_attn(requested: AttnImpl, device: str, fallback: AttnImpl) -> str:
+    """flash_attention_2 only where it can run (CUDA with flash-attn installed); otherwise `fallback`, logged."""
     if requested is not AttnImpl.flash_attention_2:
         return requested.value
     from transformers.utils import is_flash_attn_2_available
@@ -141,20 +157,29 @@ def resolve_attn(requested: AttnImpl, device: str) -> str:
     if device == "cuda" and is_flash_attn_2_available():
         return requested.value
     reason = "flash-attn is not installed" if device == "cuda" else f"the device is {device}, not CUDA"
-    log.warning("DEEPSEEK_ATTN_IMPL=flash_attention_2 but %s: using sdpa", reason)
-    return AttnImpl.sdpa.value
+    log.warning("DEEPSEEK_ATTN_IMPL=flash_attention_2 but %s: using %s", reason, fallback.value)
+    return fallback.value
 
 
 def load_engine(settings: Settings, source: str) -> OcrEngine:
     """Loads the checkpoint at `source` with the engine its layout (or DEEPSEEK_OCR_ENGINE) calls for."""
     config = fetch_config(source)
     family = detect_family(config)
+    choice = detect_engine(config) if settings.ocr_engine is EngineChoice.auto else settings.ocr_engine
     device = resolve_device(settings.ocr_device)
     dtype = resolve_dtype(settings.ocr_dtype, device)
-    attn = resolve_attn(settings.attn_impl, device)
-    from native_engine import NativeEngine  # imported here: remote-code installs pin an older transformers
+    # Imported here: each engine needs its own transformers (the original code pins 4.46.3).
+    if choice is EngineChoice.remote_code:
+        from remote_code_engine import RemoteCodeEngine
 
-    engine = NativeEngine.load(source, family, device, dtype, attn, settings)
+        # The original code has eager and flash-attention layers only, no sdpa.
+        attn = resolve_attn(settings.attn_impl, device, fallback=AttnImpl.eager)
+        engine: OcrEngine = RemoteCodeEngine.load(source, family, device, dtype, attn, settings)
+    else:
+        from native_engine import NativeEngine
+
+        attn = resolve_attn(settings.attn_impl, device, fallback=AttnImpl.sdpa)
+        engine = NativeEngine.load(source, family, device, dtype, attn, settings)
     if engine.info.mode(settings.ocr_default_mode) is None:
         valid = ", ".join(mode.name for mode in engine.info.modes)
         raise ValueError(f"DEEPSEEK_OCR_DEFAULT_MODE={settings.ocr_default_mode!r} is not a mode of {family.value} ({valid})")

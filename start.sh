@@ -3,29 +3,50 @@
 #
 #   ./start.sh                      serve on 0.0.0.0:8000 (HOST / PORT or --host / --port to change)
 #   ./start.sh test [pytest args]   install the test tools too and run the test suite
+#   --profile native|remote-code    which requirements: native (requirements.txt, .venv) or the original
+#                                   checkpoints' remote code (requirements-remote-code.txt, .venv-remote-code).
+#                                   Default: remote-code when DEEPSEEK_OCR_MODEL_PATH is a folder whose
+#                                   config.json has auto_map (or DEEPSEEK_OCR_ENGINE=remote-code), else native.
 #
-# Environment: PYTHON (interpreter for the venv, default python3), VENV (its folder, default .venv),
-# TORCH_SPEC (what `pip install` gets when torch is missing, default torch==2.13.0).
+# Environment: PYTHON (interpreter for the venv, default python3), VENV (its folder), TORCH_SPEC (what
+# `pip install` gets when torch is missing, default torch==2.13.0).
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")"
 
 PYTHON=${PYTHON:-python3}
-VENV=${VENV:-.venv}
 HOST=${HOST:-0.0.0.0}
 PORT=${PORT:-8000}
 TORCH_SPEC=${TORCH_SPEC:-torch==2.13.0}
 command=serve
-requirements=(requirements.txt)
+profile=
 
 while (($#)); do
   case $1 in
     --host) HOST=$2; shift 2 ;;
     --port) PORT=$2; shift 2 ;;
-    test) command=test; requirements+=(requirements-dev.txt); shift; break ;;
-    -h|--help) sed -n '2,9p' "$0"; exit 0 ;;
+    --profile) profile=$2; shift 2 ;;
+    test) command=test; shift; break ;;
+    -h|--help) sed -n '2,11p' "$0"; exit 0 ;;
     *) echo "start.sh: unknown argument $1 (see ./start.sh --help)" >&2; exit 2 ;;
   esac
 done
+
+# The checkpoint's layout picks the profile: original folders ship their own code (config.json auto_map).
+checkpoint_has_remote_code() {
+  local config="${DEEPSEEK_OCR_MODEL_PATH:-../../ocr_project/model}/config.json"
+  [[ ${DEEPSEEK_OCR_ENGINE:-auto} == remote-code ]] && return 0
+  [[ ${DEEPSEEK_OCR_ENGINE:-auto} == auto && -f $config ]] || return 1
+  "$PYTHON" -c 'import json, sys; sys.exit(0 if json.load(open(sys.argv[1])).get("auto_map") else 1)' "$config"
+}
+if [[ -z $profile ]]; then
+  if [[ $command == serve ]] && checkpoint_has_remote_code; then profile=remote-code; else profile=native; fi
+fi
+case $profile in
+  native) requirements=(requirements.txt); VENV=${VENV:-.venv} ;;
+  remote-code) requirements=(requirements-remote-code.txt); VENV=${VENV:-.venv-remote-code} ;;
+  *) echo "start.sh: --profile must be native or remote-code, not $profile" >&2; exit 2 ;;
+esac
+[[ $command == test ]] && requirements+=(requirements-dev.txt)
 
 if [[ ! -x $VENV/bin/python ]]; then
   echo "start.sh: creating the virtual environment $VENV"
@@ -40,9 +61,9 @@ if ! python -c "import torch" 2>/dev/null; then
 fi
 
 # Reinstall only when the requirement files differ from those of the last install.
-stamp="$VENV/.requirements-$(cat "${requirements[@]}" | sha256sum | cut -c1-16)"
+stamp="$VENV/.requirements-$(cat requirements-service.txt "${requirements[@]}" | sha256sum | cut -c1-16)"
 if [[ ! -f $stamp ]]; then
-  echo "start.sh: installing ${requirements[*]}"
+  echo "start.sh: installing ${requirements[*]} ($profile profile, in $VENV)"
   python -m pip install --quiet --upgrade pip
   python -m pip install --quiet "${requirements[@]/#/-r}"
   rm -f "$VENV"/.requirements-*

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import io
+import os
+import tempfile
 import time
 from pathlib import Path
 from typing import Callable, Iterator
@@ -11,23 +13,52 @@ import pytest
 from fastapi.testclient import TestClient
 from PIL import Image
 
-from app import create_app
-from settings import Settings, load_settings
-from tiny_checkpoint import build_native_checkpoint
+# Set before transformers is imported: no network, and remote code copied into a throwaway module cache.
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("HF_MODULES_CACHE", tempfile.mkdtemp(prefix="hf-modules-"))
+
+import transformers  # noqa: E402
+
+from app import create_app  # noqa: E402
+from settings import Settings, load_settings  # noqa: E402
+from standin_checkpoint import build_standin_checkpoint  # noqa: E402
+
+# The remote-code profile pins transformers 4.46.3, which predates the native DeepSeek-OCR-2 classes.
+HAS_NATIVE_CLASSES = hasattr(transformers, "DeepseekOcr2ForConditionalGeneration")
 
 # Random weights never end their answer: every test caps generation.
 TEST_MAX_NEW_TOKENS = 6
 READY_TIMEOUT_S = 120
 
 
+def _native(folder: Path, **options: object) -> Path:
+    if not HAS_NATIVE_CLASSES:
+        pytest.skip(f"transformers {transformers.__version__} has no native DeepSeek-OCR-2 classes")
+    from tiny_checkpoint import build_native_checkpoint
+
+    return build_native_checkpoint(folder, **options)
+
+
 @pytest.fixture(scope="session")
 def native_checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return build_native_checkpoint(tmp_path_factory.mktemp("native-checkpoint"))
+    return _native(tmp_path_factory.mktemp("native-checkpoint"))
 
 
 @pytest.fixture(scope="session")
 def stopping_checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return build_native_checkpoint(tmp_path_factory.mktemp("stopping-checkpoint"), stops_at_once=True)
+    return _native(tmp_path_factory.mktemp("stopping-checkpoint"), stops_at_once=True)
+
+
+@pytest.fixture
+def standin_v1(tmp_path: Path) -> Path:
+    """Stand-in for an original deepseek-ai/DeepSeek-OCR folder (remote code); see standin_checkpoint.py."""
+    return build_standin_checkpoint(tmp_path / "standin-deepseek-ocr", family="v1")
+
+
+@pytest.fixture
+def standin_v2(tmp_path: Path) -> Path:
+    """Stand-in for an original deepseek-ai/DeepSeek-OCR-2 folder (remote code)."""
+    return build_standin_checkpoint(tmp_path / "standin-deepseek-ocr-2", family="v2")
 
 
 def wait_ready(client: TestClient) -> None:
@@ -51,12 +82,14 @@ def make_settings(checkpoint: Path, runs_dir: Path, **overrides: object) -> Sett
 
 
 @pytest.fixture
-def start_client(tmp_path: Path, native_checkpoint: Path) -> Iterator[Callable[..., TestClient]]:
-    """Starts the app (lifespan included) with settings overrides; `checkpoint=` picks another checkpoint."""
+def start_client(tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[Callable[..., TestClient]]:
+    """Starts the app (lifespan included) with settings overrides; `checkpoint=` picks another checkpoint
+    than the native one."""
     clients: list[TestClient] = []
 
     def start(checkpoint: Path | None = None, raise_server_exceptions: bool = True, **overrides: object) -> TestClient:
-        settings = make_settings(checkpoint or native_checkpoint, tmp_path / "runs", **overrides)
+        checkpoint = checkpoint or request.getfixturevalue("native_checkpoint")
+        settings = make_settings(checkpoint, tmp_path / "runs", **overrides)
         client = TestClient(create_app(settings), raise_server_exceptions=raise_server_exceptions)
         client.__enter__()
         clients.append(client)

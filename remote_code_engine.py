@@ -1,0 +1,111 @@
+"""Runs the original DeepSeek-OCR checkpoints through their own code: `trust_remote_code` and `model.infer`."""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import logging
+from typing import Any
+
+import torch
+
+from modes import FAMILY_MODES, ModelFamily
+from ocr_engine import EOS_TOKEN, EngineInfo, FinishReason, OcrEngine, PageRequest, PageResult
+from settings import Settings
+
+log = logging.getLogger("deepseek_ocr.engine")
+
+PAGE_FILE = "page.png"
+
+
+class GenerationCap:
+    """Stands in for the model's `generate` while `infer` runs.
+
+    Upstream's `infer` asks for 8192 new tokens whatever the caller wants; this applies
+    DEEPSEEK_OCR_MAX_NEW_TOKENS and notes whether the answer ended with end-of-sentence.
+    """
+
+    def __init__(self, generate: Any, max_new_tokens: int, eos_id: int | None) -> None:
+        self.generate = generate
+        self.max_new_tokens = max_new_tokens
+        self.eos_id = eos_id
+        self.finish_reason: FinishReason | None = None
+        self.generated_tokens = 0
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        requested = kwargs.get("max_new_tokens") or self.max_new_tokens
+        kwargs["max_new_tokens"] = min(requested, self.max_new_tokens)
+        output = self.generate(*args, **kwargs)
+        prompt = args[0] if args else kwargs.get("input_ids")
+        if isinstance(output, torch.Tensor) and isinstance(prompt, torch.Tensor):
+            new_tokens = output[0, prompt.shape[-1]:].tolist()
+            ended = self.eos_id in new_tokens
+            self.generated_tokens = new_tokens.index(self.eos_id) + 1 if ended else len(new_tokens)
+            self.finish_reason = "stop" if ended else "length"
+        return output
+
+
+class RemoteCodeEngine(OcrEngine):
+    max_batch_size = 1  # infer takes one image
+
+    def __init__(self, tokenizer: Any, model: Any, info: EngineInfo, max_new_tokens: int) -> None:
+        self.tokenizer = tokenizer
+        self.model = model
+        self.info = info
+        self.max_new_tokens = max_new_tokens
+
+    @classmethod
+    def load(
+        cls, source: str, family: ModelFamily, device: str, dtype: torch.dtype, attn: str, settings: Settings
+    ) -> "RemoteCodeEngine":
+        from transformers import AutoModel, AutoTokenizer
+
+        if device != "cuda":
+            log.warning("upstream's infer calls .cuda(); on %s only a patched copy of its code runs", device)
+        tokenizer = AutoTokenizer.from_pretrained(source, trust_remote_code=True)
+        model = AutoModel.from_pretrained(source, trust_remote_code=True, use_safetensors=True, _attn_implementation=attn)
+        model = model.eval().to(device).to(dtype)
+        info = EngineInfo(
+            model=source,
+            engine="remote-code",
+            family=family,
+            device=device,
+            dtype=str(dtype).removeprefix("torch."),
+            attn_implementation=attn,
+            modes=FAMILY_MODES[family],
+        )
+        return cls(tokenizer, model, info, settings.ocr_max_new_tokens)
+
+    def run(self, batch: list[PageRequest]) -> list[PageResult]:
+        return [self._infer(request) for request in batch]
+
+    def _infer(self, request: PageRequest) -> PageResult:
+        image_file = request.work_dir / PAGE_FILE
+        request.image.save(image_file)
+        cap = GenerationCap(self.model.generate, self.max_new_tokens, self.tokenizer.eos_token_id)
+        self.model.generate = cap  # infer calls self.generate: the instance attribute wins over the method
+        printed = io.StringIO()  # infer streams its text to stdout; that copy is not the answer
+        try:
+            with contextlib.redirect_stdout(printed):
+                raw = self.model.infer(
+                    self.tokenizer,
+                    prompt=request.prompt,
+                    image_file=str(image_file),
+                    output_path=str(request.work_dir),
+                    base_size=request.mode.base_size,
+                    image_size=request.mode.image_size,
+                    crop_mode=request.mode.crop_mode,
+                    test_compress=False,
+                    save_results=False,
+                    eval_mode=True,
+                )
+        finally:
+            del self.model.generate
+            image_file.unlink(missing_ok=True)
+        if not isinstance(raw, str):
+            raise RuntimeError(f"model.infer returned {type(raw).__name__}, not the text (eval_mode=True ignored?)")
+        raw = raw.removesuffix(EOS_TOKEN).strip()
+        if cap.finish_reason is None:  # infer did not go through self.generate: judge by the text's length
+            tokens = len(self.tokenizer.encode(raw, add_special_tokens=False))
+            return PageResult(raw, "length" if tokens >= self.max_new_tokens else "stop", tokens)
+        return PageResult(raw, cap.finish_reason, cap.generated_tokens)
