@@ -27,6 +27,10 @@ def build_standin_checkpoint(folder: Path, family: str = "v1") -> Path:
     spec.loader.exec_module(module)
     module.StandInOcrModel(module.StandInOcrConfig()).save_pretrained(folder, safe_serialization=True)
     build_tokenizer().save_pretrained(folder)
+    # A class name every transformers version knows, so that a folder built under one loads under the other.
+    tokenizer_config = json.loads((folder / "tokenizer_config.json").read_text())
+    tokenizer_config["tokenizer_class"] = "PreTrainedTokenizerFast"
+    (folder / "tokenizer_config.json").write_text(json.dumps(tokenizer_config, indent=2))
     config = {
         "model_type": "deepseek_vl_v2",
         "architectures": [ARCHITECTURES[family]],
