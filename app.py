@@ -11,14 +11,14 @@ from typing import AsyncIterator
 
 from fastapi import APIRouter, Depends, FastAPI, Request
 from fastapi.middleware.cors import CORSMiddleware
-from fastapi.responses import JSONResponse
+from fastapi.responses import FileResponse, JSONResponse
 
-from cleaning import clean_output
-from documents import decode_image
-from errors import ServiceError
+from documents import load_document
+from errors import NotFound, ServiceError
 from model_state import ModelState
 from modes import PROMPT_PRESETS
-from ocr_engine import ModelPathError, OcrEngine, PageRequest, resolve_model_source
+from ocr_engine import ModelPathError, OcrEngine, resolve_model_source
+from ocr_pipeline import document_response, read_document
 from ocr_request import resolve_mode, resolve_prompt
 from runs import RunStore
 from scheduler import InferenceRunner
@@ -28,7 +28,10 @@ from uploads import read_upload
 
 log = logging.getLogger("deepseek_ocr")
 
-OCR_TEXT_FIELDS = ("mode", "prompt")
+OCR_TEXT_FIELDS = ("mode", "prompt", "pages")
+ARTIFACT_TYPES = {".jpg": "image/jpeg", ".jpeg": "image/jpeg", ".png": "image/png"}
+# How often expired runs are looked for, at most.
+SWEEP_INTERVAL_S = 60
 
 router = APIRouter()
 
@@ -53,9 +56,18 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     except ModelPathError as exc:
         log.error("cannot start: %s", exc)
         raise
-    app.state.runs.prepare()
+    runs: RunStore = app.state.runs
+    runs.prepare()
     app.state.model.start_loading(settings, source)
+    sweeper = asyncio.create_task(sweep_runs(runs, min(SWEEP_INTERVAL_S, max(settings.ocr_run_ttl_s, 1))))
     yield
+    sweeper.cancel()
+
+
+async def sweep_runs(runs: RunStore, interval_s: float) -> None:
+    while True:
+        await asyncio.sleep(interval_s)
+        await asyncio.to_thread(runs.sweep)
 
 
 
@@ -145,25 +157,29 @@ async def api_ocr(
         mode = resolve_mode(form.fields.get("mode"), engine.info, settings.ocr_default_mode)
         prompt = resolve_prompt(form.fields.get("prompt"), settings.ocr_default_prompt, settings.ocr_max_prompt_chars)
         started = time.perf_counter()
-        image = await asyncio.to_thread(decode_image, form.data, settings.ocr_max_image_pixels)
-        page = PageRequest(image=image, prompt=prompt, mode=mode, work_dir=run.path)
-        result = await request.app.state.runner.run(engine, page)
-        cleaned = clean_output(result.raw_text, image.width, image.height)
-        return OcrResponse(
-            mode=mode.name,
-            prompt=prompt,
-            text=cleaned.text,
-            raw_text=result.raw_text,
-            duration_ms=round((time.perf_counter() - started) * 1000, 1),
-            file_name=form.filename,
-            file_size=len(form.data),
-            model=engine.info.model,
-            image_width=image.width,
-            image_height=image.height,
-            finish_reason=result.finish_reason,
+        document = await asyncio.to_thread(
+            load_document, form.data, form.fields.get("pages"), settings.ocr_max_image_pixels,
+            settings.ocr_pdf_dpi, settings.ocr_max_pdf_pages,
         )
-    finally:
+        pages = await read_document(document, prompt, mode, engine, request.app.state.runner, run)
+        response = document_response(
+            pages, mode=mode, prompt=prompt, file_name=form.filename, file_size=len(form.data),
+            model=engine.info.model, run=run, duration_ms=(time.perf_counter() - started) * 1000,
+        )
+    except BaseException:
         runs.discard(run)
+        raise
+    await asyncio.to_thread(runs.keep, run)
+    return response
+
+
+@router.get("/api/runs/{run_id}/{artifact:path}", response_class=FileResponse)
+async def run_artifact(run_id: str, artifact: str, request: Request) -> FileResponse:
+    """A figure crop or annotated page of a finished run, while the run is kept."""
+    path = request.app.state.runs.artifact(run_id, artifact)
+    if path is None:
+        raise NotFound("No such artifact (unknown or expired run, or not a file of it)")
+    return FileResponse(path, media_type=ARTIFACT_TYPES.get(path.suffix.lower(), "application/octet-stream"))
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
@@ -171,7 +187,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app = FastAPI(title="DeepSeek-OCR service", lifespan=lifespan)
     app.state.settings = settings
     app.state.model = ModelState()
-    app.state.runs = RunStore(settings.ocr_runs_dir)
+    app.state.runs = RunStore(
+        settings.ocr_runs_dir, ttl_s=settings.ocr_run_ttl_s, max_bytes=int(settings.ocr_runs_max_mb * 1024 * 1024)
+    )
     app.state.runner = InferenceRunner()
 
     wildcard = "*" in settings.allowed_origins

@@ -1,13 +1,28 @@
-"""Turns uploaded bytes into page images: identifies the type by content, decodes under a pixel budget."""
+"""Turns uploaded bytes into page images: identifies the type by content; decodes an image, or renders the
+selected pages of a PDF, under a pixel budget."""
 
 from __future__ import annotations
 
 import io
+import re
+import threading
 import warnings
+from dataclasses import dataclass
 
 from PIL import Image, ImageOps
 
-from errors import BadUpload, PayloadTooLarge, UnsupportedType
+from errors import BadUpload, InvalidField, PayloadTooLarge, UnsupportedType
+
+# PDF points are 1/72 inch.
+POINTS_PER_INCH = 72
+PDF_MAGIC = b"%PDF-"
+# Readers accept the header anywhere in the first KiB (PDF 1.7, annex H).
+PDF_HEADER_WINDOW = 1024
+PAGE_RANGE = re.compile(r"\s*(\d+)\s*(?:-\s*(\d+)\s*)?")
+ENCRYPT_KEY = re.compile(rb"/Encrypt\b")
+EMPTY_PAGE_TREE = re.compile(rb"/Type\s*/Pages\b[^>]*?/Count\s+0\b|/Count\s+0\b[^>]*?/Type\s*/Pages\b")
+# PDFium is not thread-safe: one document operation at a time in this process.
+PDFIUM_LOCK = threading.Lock()
 
 # Magic numbers of the accepted raster formats, keyed to Pillow's format names.
 SIGNATURES: tuple[tuple[bytes, str], ...] = (
@@ -19,7 +34,7 @@ SIGNATURES: tuple[tuple[bytes, str], ...] = (
     (b"MM\x00*", "TIFF"),
     (b"BM", "BMP"),
 )
-ACCEPTED = "PNG, JPEG, WebP, BMP, TIFF or GIF"
+ACCEPTED = "PNG, JPEG, WebP, BMP, TIFF or GIF image, or a PDF"
 # Transparent areas are laid on white, as on paper; a black fill would hide black text.
 BACKGROUND = (255, 255, 255)
 
@@ -31,13 +46,102 @@ def sniff(data: bytes) -> str | None:
     return next((fmt for magic, fmt in SIGNATURES if data.startswith(magic)), None)
 
 
+@dataclass
+class PageImage:
+    number: int  # from 1; always 1 for an image upload
+    image: Image.Image
+
+
+@dataclass
+class Document:
+    is_pdf: bool
+    pages: list[PageImage]
+
+
+def is_pdf(data: bytes) -> bool:
+    return PDF_MAGIC in data[:PDF_HEADER_WINDOW]
+
+
+def load_document(data: bytes, page_spec: str | None, max_pixels: int, dpi: float, max_pages: int) -> Document:
+    """The page images of an upload: the image itself, or the selected pages of a PDF."""
+    if data and is_pdf(data):
+        return Document(True, render_pdf(data, page_spec, dpi, max_pages, max_pixels))
+    return Document(False, [PageImage(1, decode_image(data, max_pixels))])
+
+
+def parse_page_selection(spec: str | None, page_count: int) -> list[int]:
+    """Pages (from 1) named by `spec` like "1-3,7", in document order; all pages when `spec` is empty."""
+    if spec is None or not spec.strip():
+        return list(range(1, page_count + 1))
+    selected: set[int] = set()
+    for part in spec.split(","):
+        match = PAGE_RANGE.fullmatch(part)
+        if match is None:
+            raise InvalidField(f"Invalid page selection {spec!r}: use page numbers and ranges like 1-3,7")
+        first = int(match.group(1))
+        last = int(match.group(2) or first)
+        if first < 1 or last < first:
+            raise InvalidField(f"Invalid page range {part.strip()!r}: pages count from 1, ranges go upwards")
+        if last > page_count:
+            raise InvalidField(f"Page {last} does not exist: the PDF has {page_count} page(s)")
+        selected.update(range(first, last + 1))
+    return sorted(selected)
+
+
+def render_pdf(data: bytes, page_spec: str | None, dpi: float, max_pages: int, max_pixels: int) -> list[PageImage]:
+    import pypdfium2 as pdfium
+
+    with PDFIUM_LOCK:
+        try:
+            document = pdfium.PdfDocument(data)
+        except pdfium.PdfiumError:
+            raise _load_failure(data) from None
+        try:
+            if len(document) == 0:
+                raise InvalidField("The PDF has no pages")
+            numbers = parse_page_selection(page_spec, len(document))
+            if len(numbers) > max_pages:
+                raise PayloadTooLarge(
+                    f"{len(numbers)} pages selected; the limit is {max_pages} (DEEPSEEK_OCR_MAX_PDF_PAGES): "
+                    "send fewer with the 'pages' field, e.g. pages=1-10"
+                )
+            return [PageImage(number, _render_page(document[number - 1], dpi, max_pixels)) for number in numbers]
+        finally:
+            document.close()
+
+
+def _load_failure(data: bytes) -> Exception:
+    """Why PDFium refused a document. Its error code is process-global and can be stale, so the reason is read
+    from the file's own dictionaries: encryption and the page count are stored unencrypted, uncompressed."""
+    if ENCRYPT_KEY.search(data):
+        return InvalidField("The PDF is encrypted (password protected): upload an unprotected copy")
+    if EMPTY_PAGE_TREE.search(data):
+        return InvalidField("The PDF has no pages")
+    return BadUpload("Cannot read the PDF: it is broken or truncated")
+
+
+def _render_page(page: object, dpi: float, max_pixels: int) -> Image.Image:
+    width_pt, height_pt = page.get_size()
+    scale = dpi / POINTS_PER_INCH
+    pixels = width_pt * scale * height_pt * scale
+    if pixels > max_pixels:  # a poster-sized page is rendered smaller rather than refused
+        scale *= (max_pixels / pixels) ** 0.5
+    try:
+        bitmap = page.render(scale=scale)
+        return bitmap.to_pil().convert("RGB")
+    except Exception as exc:  # PDFium reports a page it cannot draw with various errors
+        raise BadUpload(f"Cannot render a page of the PDF: {exc}") from None
+    finally:
+        page.close()
+
+
 def decode_image(data: bytes, max_pixels: int) -> Image.Image:
     """An RGB image upright by its EXIF orientation; the pixel count is checked before anything is decoded."""
     if not data:
         raise BadUpload("The uploaded file is empty")
     fmt = sniff(data)
     if fmt is None:
-        raise UnsupportedType(f"Unsupported file type: upload a {ACCEPTED} image")
+        raise UnsupportedType(f"Unsupported file type: upload a {ACCEPTED}")
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)

@@ -18,6 +18,10 @@ class BadUpload(ServiceError):
     status_code = 400
 
 
+class NotFound(ServiceError):
+    status_code = 404
+
+
 class PayloadTooLarge(ServiceError):
     status_code = 413
 

@@ -1,11 +1,20 @@
-"""Per-request working folders under DEEPSEEK_OCR_RUNS_DIR, named by the server, removed when done."""
+"""Per-request folders under DEEPSEEK_OCR_RUNS_DIR, named by the server: a finished run's artifacts are kept for
+DEEPSEEK_OCR_RUN_TTL_S within DEEPSEEK_OCR_RUNS_MAX_MB (oldest removed first); anything else goes at once."""
 
 from __future__ import annotations
 
+import logging
+import os
+import re
 import shutil
+import time
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
+
+log = logging.getLogger("deepseek_ocr.runs")
+
+RUN_ID = re.compile(r"[0-9a-f]{32}")
 
 
 @dataclass(frozen=True)
@@ -13,19 +22,78 @@ class Run:
     id: str
     path: Path
 
+    def url(self, relative: str) -> str:
+        """The URL, from the server root, at which an artifact of this run is served."""
+        return f"/api/runs/{self.id}/{relative}"
+
 
 class RunStore:
-    def __init__(self, root: Path) -> None:
+    def __init__(self, root: Path, ttl_s: float, max_bytes: int) -> None:
         self.root = root
+        self.ttl_s = ttl_s
+        self.max_bytes = max_bytes
+        self.active: set[str] = set()  # runs whose request is still going: never swept
 
     def prepare(self) -> None:
         self.root.mkdir(parents=True, exist_ok=True)
+        self.sweep()
 
     def create(self) -> Run:
         run_id = uuid.uuid4().hex
         path = self.root / run_id
         path.mkdir(parents=True)
+        self.active.add(run_id)
         return Run(run_id, path)
 
     def discard(self, run: Run) -> None:
+        self.active.discard(run.id)
         shutil.rmtree(run.path, ignore_errors=True)
+
+    def keep(self, run: Run) -> None:
+        """A finished run: its artifacts are kept for the TTL, counted from now, within the size cap."""
+        self.active.discard(run.id)
+        if not any(run.path.iterdir()):
+            self.discard(run)
+            return
+        os.utime(run.path)
+        self.sweep()
+
+    def artifact(self, run_id: str, relative: str) -> Path | None:
+        """The file `relative` inside run `run_id`, or None for anything else (other runs, traversal, folders)."""
+        if not RUN_ID.fullmatch(run_id):
+            return None
+        folder = (self.root / run_id).resolve()
+        candidate = (folder / relative).resolve()
+        if not candidate.is_relative_to(folder) or not candidate.is_file():
+            return None
+        if self._expired(folder):
+            return None
+        return candidate
+
+    def sweep(self) -> None:
+        """Removes expired runs, then the oldest ones while the store is over its size cap."""
+        runs = []
+        for folder in self.root.iterdir() if self.root.is_dir() else []:
+            if not (folder.is_dir() and RUN_ID.fullmatch(folder.name)) or folder.name in self.active:
+                continue
+            if self._expired(folder):
+                shutil.rmtree(folder, ignore_errors=True)
+            else:
+                runs.append((folder.stat().st_mtime, _size(folder), folder))
+        total = sum(size for _, size, _ in runs)
+        for _, size, folder in sorted(runs):
+            if total <= self.max_bytes:
+                break
+            log.info("runs dir over DEEPSEEK_OCR_RUNS_MAX_MB: removing %s", folder.name)
+            shutil.rmtree(folder, ignore_errors=True)
+            total -= size
+
+    def _expired(self, folder: Path) -> bool:
+        try:
+            return time.time() - folder.stat().st_mtime > self.ttl_s
+        except FileNotFoundError:
+            return True
+
+
+def _size(folder: Path) -> int:
+    return sum(entry.stat().st_size for entry in folder.rglob("*") if entry.is_file())

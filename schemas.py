@@ -51,6 +51,28 @@ class ModesResponse(CamelModel):
     max_image_mb: float = Field(alias="maxImageMB")  # the seed's spelling
 
 
+FinishReason = Literal["stop", "length"]
+
+
+class RegionOut(CamelModel):
+    label: str
+    bbox: tuple[int, int, int, int]  # x1, y1, x2, y2 in pixels of the (upright) page image
+    text: str
+    page: int  # from 1
+
+
+class PageOut(CamelModel):
+    page: int
+    text: str
+    raw_text: str
+    regions: list[RegionOut]
+    image_width: int
+    image_height: int
+    duration_ms: float
+    finish_reason: FinishReason
+    annotated_image_url: str | None
+
+
 class OcrResponse(CamelModel):
     mode: str
     prompt: str
@@ -60,6 +82,10 @@ class OcrResponse(CamelModel):
     file_name: str
     file_size: int
     model: str
-    image_width: int
+    image_width: int  # of the first page for a PDF
     image_height: int
-    finish_reason: Literal["stop", "length"]
+    finish_reason: FinishReason  # "length" when any page hit the token cap
+    regions: list[RegionOut]
+    run_id: str
+    annotated_image_url: str | None  # of the first page
+    pages: list[PageOut]

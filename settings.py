@@ -65,6 +65,14 @@ class Settings(BaseSettings):
     ocr_max_prompt_chars: int = Field(4000, ge=1)
     ocr_max_image_pixels: int = Field(50_000_000, ge=1)
 
+    # PDFs: upstream renders pages at 144 DPI.
+    ocr_pdf_dpi: float = Field(144, gt=0, le=1200)
+    ocr_max_pdf_pages: int = Field(50, ge=1)
+
+    # Artifacts of finished runs (figure crops, annotated pages).
+    ocr_run_ttl_s: float = Field(3600, ge=0)
+    ocr_runs_max_mb: float = Field(1024, ge=0)
+
     @field_validator("allowed_origins", mode="before")
     @classmethod
     def _split_origins(cls, value: object) -> object:
