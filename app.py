@@ -3,35 +3,54 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
-import time
 import uuid
 from contextlib import asynccontextmanager
 from typing import AsyncIterator
 
 from fastapi import APIRouter, Depends, FastAPI, Request
 from fastapi.middleware.cors import CORSMiddleware
-from fastapi.responses import FileResponse, JSONResponse
+from fastapi.responses import FileResponse, JSONResponse, Response, StreamingResponse
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from documents import load_document
+from admission import Admission, unless_disconnected, within_deadline
 from errors import NotFound, ServiceError
+from metrics import Metrics, RequestMetricsMiddleware
 from model_state import ModelState
 from modes import PROMPT_PRESETS
 from ocr_engine import ModelPathError, OcrEngine, resolve_model_source
-from ocr_pipeline import document_response, read_document
-from ocr_request import resolve_mode, resolve_prompt
+from ocr_pipeline import EventSink, read_document
+from ocr_request import OcrInput, read_ocr_request
 from runs import RunStore
-from scheduler import InferenceRunner
+from scheduler import BatchScheduler
 from schemas import HealthNotReady, HealthReady, ModeInfo, ModesResponse, OcrResponse, PromptInfo
 from settings import Settings, SettingsError, load_settings
-from uploads import read_upload
 
 log = logging.getLogger("deepseek_ocr")
 
-OCR_TEXT_FIELDS = ("mode", "prompt", "pages")
 ARTIFACT_TYPES = {".jpg": "image/jpeg", ".jpeg": "image/jpeg", ".png": "image/png"}
 # How often expired runs are looked for, at most.
 SWEEP_INTERVAL_S = 60
+OCR_FORM_SCHEMA = {
+    "requestBody": {
+        "required": True,
+        "content": {
+            "multipart/form-data": {
+                "schema": {
+                    "type": "object",
+                    "required": ["image"],
+                    "properties": {
+                        "image": {"type": "string", "format": "binary", "description": "an image or a PDF"},
+                        "mode": {"type": "string"},
+                        "prompt": {"type": "string"},
+                        "pages": {"type": "string", "description": "PDF pages, e.g. 1-3,7"},
+                    },
+                }
+            }
+        },
+    }
+}
 
 router = APIRouter()
 
@@ -59,17 +78,17 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     runs: RunStore = app.state.runs
     runs.prepare()
     app.state.model.start_loading(settings, source)
+    app.state.scheduler.start()
     sweeper = asyncio.create_task(sweep_runs(runs, min(SWEEP_INTERVAL_S, max(settings.ocr_run_ttl_s, 1))))
     yield
     sweeper.cancel()
+    await app.state.scheduler.stop()
 
 
 async def sweep_runs(runs: RunStore, interval_s: float) -> None:
     while True:
         await asyncio.sleep(interval_s)
         await asyncio.to_thread(runs.sweep)
-
-
 
 
 @router.get("/health/live")
@@ -124,53 +143,97 @@ async def api_modes(
     )
 
 
-@router.post(
-    "/api/ocr",
-    response_model=OcrResponse,
-    openapi_extra={
-        "requestBody": {
-            "required": True,
-            "content": {
-                "multipart/form-data": {
-                    "schema": {
-                        "type": "object",
-                        "required": ["image"],
-                        "properties": {
-                            "image": {"type": "string", "format": "binary"},
-                            "mode": {"type": "string"},
-                            "prompt": {"type": "string"},
-                        },
-                    }
-                }
-            },
-        }
-    },
-)
+@router.post("/api/ocr", response_model=OcrResponse, openapi_extra=OCR_FORM_SCHEMA)
 async def api_ocr(
     request: Request, engine: OcrEngine = Depends(ready_engine), settings: Settings = Depends(get_settings)
 ) -> OcrResponse:
-    # The form is read here, not by FastAPI, so that the size limit applies while the body streams in.
-    runs: RunStore = request.app.state.runs
+    # The form is read here, not by FastAPI: the queue slot is taken first, and the size limit applies while the
+    # body streams in.
+    admission: Admission = request.app.state.admission
+    admission.enter()
+    try:
+        return await within_deadline(_ocr(request, engine, settings), settings.ocr_request_timeout_s)
+    finally:
+        admission.leave()
+
+
+async def _ocr(request: Request, engine: OcrEngine, settings: Settings) -> OcrResponse:
+    ocr = await read_ocr_request(request, engine.info, settings)
+    return await unless_disconnected(request, _read_in_run(request.app, ocr, engine))
+
+
+async def _read_in_run(app: FastAPI, ocr: OcrInput, engine: OcrEngine, on_event: EventSink | None = None) -> OcrResponse:
+    """Reads the document in a run folder of its own: kept when it holds artifacts, removed on failure."""
+    runs: RunStore = app.state.runs
     run = runs.create()
     try:
-        form = await read_upload(request, settings.max_upload_bytes, OCR_TEXT_FIELDS)
-        mode = resolve_mode(form.fields.get("mode"), engine.info, settings.ocr_default_mode)
-        prompt = resolve_prompt(form.fields.get("prompt"), settings.ocr_default_prompt, settings.ocr_max_prompt_chars)
-        started = time.perf_counter()
-        document = await asyncio.to_thread(
-            load_document, form.data, form.fields.get("pages"), settings.ocr_max_image_pixels,
-            settings.ocr_pdf_dpi, settings.ocr_max_pdf_pages,
-        )
-        pages = await read_document(document, prompt, mode, engine, request.app.state.runner, run)
-        response = document_response(
-            pages, mode=mode, prompt=prompt, file_name=form.filename, file_size=len(form.data),
-            model=engine.info.model, run=run, duration_ms=(time.perf_counter() - started) * 1000,
-        )
+        response = await read_document(ocr, engine, app.state.scheduler, run, on_event)
     except BaseException:
         runs.discard(run)
         raise
     await asyncio.to_thread(runs.keep, run)
     return response
+
+
+@router.post(
+    "/api/ocr/stream",
+    response_class=StreamingResponse,
+    openapi_extra=OCR_FORM_SCHEMA,
+    responses={200: {"content": {"text/event-stream": {}}, "description": "progress events, then the result"}},
+)
+async def api_ocr_stream(
+    request: Request, engine: OcrEngine = Depends(ready_engine), settings: Settings = Depends(get_settings)
+) -> StreamingResponse:
+    """The same work as /api/ocr, answered as server-sent events: `queued` (position), `started`, `delta` (raw
+    text as it is generated), then `result` with /api/ocr's JSON, or `error`. Bad input is refused before the
+    stream starts, with the usual status and JSON."""
+    admission: Admission = request.app.state.admission
+    admission.enter()
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + settings.ocr_request_timeout_s
+    try:
+        ocr = await within_deadline(read_ocr_request(request, engine.info, settings), settings.ocr_request_timeout_s)
+    except BaseException:
+        admission.leave()
+        raise
+    events: asyncio.Queue[tuple[str, dict]] = asyncio.Queue()
+    remaining = max(deadline - loop.time(), 0.001)
+    work = asyncio.ensure_future(
+        within_deadline(_read_in_run(request.app, ocr, engine, lambda name, data: events.put_nowait((name, data))), remaining)
+    )
+    # The slot is given back when the work ends, however it ends, even if the stream is never consumed.
+    work.add_done_callback(lambda _: admission.leave())
+    return StreamingResponse(
+        _event_stream(request.app, work, events),
+        media_type="text/event-stream",
+        headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
+    )
+
+
+async def _event_stream(app: FastAPI, work: asyncio.Future, events: asyncio.Queue) -> AsyncIterator[bytes]:
+    try:
+        while not work.done() or not events.empty():
+            next_event = asyncio.ensure_future(events.get())
+            await asyncio.wait({next_event, work}, return_when=asyncio.FIRST_COMPLETED)
+            if next_event.done():
+                yield sse(*next_event.result())
+            else:
+                next_event.cancel()
+        error = work.exception()
+        if error is None:
+            yield sse("result", work.result().model_dump(by_alias=True))
+        elif isinstance(error, ServiceError):
+            app.state.metrics.failures.labels(error.reason).inc()
+            yield sse("error", {"status": error.status_code, "detail": error.detail})
+        else:
+            request_id = log_internal_error(app, "POST /api/ocr/stream", error)
+            yield sse("error", {"status": 500, "detail": f"Internal error (request id {request_id})", "requestId": request_id})
+    finally:  # also when the client goes away mid-stream: its remaining pages are dropped
+        work.cancel()
+
+
+def sse(event: str, data: dict) -> bytes:
+    return f"event: {event}\ndata: {json.dumps(data, ensure_ascii=False)}\n\n".encode()
 
 
 @router.get("/api/runs/{run_id}/{artifact:path}", response_class=FileResponse)
@@ -182,6 +245,11 @@ async def run_artifact(run_id: str, artifact: str, request: Request) -> FileResp
     return FileResponse(path, media_type=ARTIFACT_TYPES.get(path.suffix.lower(), "application/octet-stream"))
 
 
+@router.get("/metrics", include_in_schema=False)
+async def metrics(request: Request) -> Response:
+    return Response(generate_latest(request.app.state.metrics.registry), media_type=CONTENT_TYPE_LATEST)
+
+
 def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or load_settings()
     app = FastAPI(title="DeepSeek-OCR service", lifespan=lifespan)
@@ -190,7 +258,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.runs = RunStore(
         settings.ocr_runs_dir, ttl_s=settings.ocr_run_ttl_s, max_bytes=int(settings.ocr_runs_max_mb * 1024 * 1024)
     )
-    app.state.runner = InferenceRunner()
+    app.state.metrics = metrics = Metrics()
+    app.state.scheduler = BatchScheduler(settings.ocr_max_batch_size, settings.ocr_batch_wait_ms / 1000, metrics)
+    app.state.admission = Admission(settings.ocr_max_queue, metrics)
 
     wildcard = "*" in settings.allowed_origins
     app.add_middleware(
@@ -200,6 +270,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         allow_methods=["GET", "POST", "OPTIONS"],
         allow_headers=["*"],
     )
+    app.add_middleware(RequestMetricsMiddleware, metrics=metrics, paths=("/api/ocr", "/api/ocr/stream"))
     app.add_exception_handler(ServiceError, service_error)
     app.add_exception_handler(Exception, internal_error)
     app.include_router(router)
@@ -207,15 +278,22 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
 
 async def service_error(request: Request, exc: ServiceError) -> JSONResponse:
+    request.app.state.metrics.failures.labels(exc.reason).inc()
     return JSONResponse({"detail": exc.detail}, status_code=exc.status_code, headers=exc.headers)
 
 
 async def internal_error(request: Request, exc: Exception) -> JSONResponse:
-    request_id = uuid.uuid4().hex[:12]
-    log.error("request %s %s failed [request id %s]", request.method, request.url.path, request_id, exc_info=exc)
+    request_id = log_internal_error(request.app, f"{request.method} {request.url.path}", exc)
     return JSONResponse(
         {"detail": f"Internal error (request id {request_id})", "requestId": request_id}, status_code=500
     )
+
+
+def log_internal_error(app: FastAPI, what: str, exc: BaseException) -> str:
+    request_id = uuid.uuid4().hex[:12]
+    log.error("request %s failed [request id %s]", what, request_id, exc_info=exc)
+    app.state.metrics.failures.labels("internal").inc()
+    return request_id
 
 
 def configure_logging() -> None:

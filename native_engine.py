@@ -6,6 +6,7 @@ from typing import Any
 
 import torch
 
+from generation import BatchTextStreamer, NGramRepetitionGuard, StopAbandoned, never_banned_ids
 from modes import FAMILY_MODES, Mode, ModelFamily
 from ocr_engine import EngineInfo, OcrEngine, PageRequest, PageResult
 from settings import Settings
@@ -30,12 +31,16 @@ def processor_kwargs(mode: Mode) -> dict[str, Any]:
 
 
 class NativeEngine(OcrEngine):
-    def __init__(self, processor: Any, model: Any, info: EngineInfo, max_new_tokens: int) -> None:
+    def __init__(self, processor: Any, model: Any, info: EngineInfo, settings: Settings) -> None:
         self.processor = processor
         self.model = model
         self.info = info
-        self.max_new_tokens = max_new_tokens
+        self.max_batch_size = settings.ocr_max_batch_size
+        self.max_new_tokens = settings.ocr_max_new_tokens
+        self.ngram_size = settings.ocr_ngram_size
+        self.ngram_window = settings.ocr_ngram_window
         self.tokenizer = processor.tokenizer
+        self.never_banned = never_banned_ids(self.tokenizer)
         self.eos_id = self.tokenizer.eos_token_id
         self.pad_id = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else self.eos_id
         # Left padding keeps every prompt's last token at the end of its row, as batched generation needs.
@@ -59,7 +64,7 @@ class NativeEngine(OcrEngine):
             attn_implementation=attn,
             modes=FAMILY_MODES[ModelFamily.v2],  # the native classes implement DeepSeek-OCR-2 only
         )
-        return cls(processor, model, info, settings.ocr_max_new_tokens)
+        return cls(processor, model, info, settings)
 
     def run(self, batch: list[PageRequest]) -> list[PageResult]:
         mode = batch[0].mode
@@ -74,6 +79,11 @@ class NativeEngine(OcrEngine):
         )
         inputs = inputs.to(self.model.device).to(self.model.dtype)
         prompt_length = inputs["input_ids"].shape[1]
+        processors = []
+        if self.ngram_size and self.ngram_window:
+            processors.append(NGramRepetitionGuard(self.ngram_size, self.ngram_window, prompt_length, self.never_banned))
+        callbacks = [request.on_text for request in batch]
+        streamer = BatchTextStreamer(self.tokenizer, self.eos_id, callbacks) if any(callbacks) else None
         with torch.inference_mode():
             output = self.model.generate(
                 **inputs,
@@ -81,6 +91,9 @@ class NativeEngine(OcrEngine):
                 do_sample=False,
                 eos_token_id=self.eos_id,
                 pad_token_id=self.pad_id,
+                logits_processor=processors,
+                stopping_criteria=[StopAbandoned([request.abandoned for request in batch])],
+                streamer=streamer,
             )
         return [self._result(row) for row in output[:, prompt_length:].tolist()]
 

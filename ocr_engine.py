@@ -5,10 +5,11 @@ from __future__ import annotations
 import json
 import logging
 import re
+import threading
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Callable, Literal
 
 import torch
 from PIL import Image
@@ -37,6 +38,9 @@ class PageRequest:
     prompt: str
     mode: Mode
     work_dir: Path
+    on_text: Callable[[str], None] | None = None  # gets the raw text piece by piece as it is generated
+    # Set when nobody waits for the answer any more (client gone, deadline passed): generation may stop early.
+    abandoned: threading.Event = field(default_factory=threading.Event)
 
 
 @dataclass

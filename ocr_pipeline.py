@@ -1,21 +1,25 @@
-"""From page images to the response: each page through the engine, its output cleaned, its artifacts saved."""
+"""From checked input to the response: each page through the scheduler, its output cleaned, its artifacts saved."""
 
 from __future__ import annotations
 
 import asyncio
 import time
+from typing import Callable
 
 from artifacts import figure_path, save_page_artifacts
 from cleaning import clean_output
 from documents import Document, PageImage
-from modes import Mode
 from ocr_engine import OcrEngine, PageRequest
+from ocr_request import OcrInput
 from runs import Run
-from scheduler import InferenceRunner
-from schemas import OcrResponse, PageOut, RegionOut
+from scheduler import BatchScheduler, Timings
+from schemas import OcrResponse, PageOut, RegionOut, TimingsOut
 
 # Upstream's PDF script joins pages with this line.
 PAGE_SPLIT = "\n\n<--- Page Split --->\n\n"
+
+# Progress of a request for streaming clients: (event name, data), e.g. ("delta", {"page": 1, "text": "..."}).
+EventSink = Callable[[str, dict], None]
 
 
 def page_prefix(document: Document, page: PageImage) -> str:
@@ -24,17 +28,24 @@ def page_prefix(document: Document, page: PageImage) -> str:
 
 
 async def read_page(
-    document: Document, page: PageImage, prompt: str, mode: Mode, engine: OcrEngine, runner: InferenceRunner, run: Run
-) -> PageOut:
+    ocr: OcrInput, page: PageImage, engine: OcrEngine, scheduler: BatchScheduler, run: Run, on_event: EventSink | None
+) -> tuple[PageOut, Timings]:
     started = time.perf_counter()
-    prefix = page_prefix(document, page)
+    prefix = page_prefix(ocr.document, page)
     work_dir = run.path / prefix
     work_dir.mkdir(parents=True, exist_ok=True)
-    result = await runner.run(engine, PageRequest(image=page.image, prompt=prompt, mode=mode, work_dir=work_dir))
+    request = PageRequest(image=page.image, prompt=ocr.prompt, mode=ocr.mode, work_dir=work_dir)
+    on_progress = None
+    if on_event:
+        loop = asyncio.get_running_loop()
+        # Text arrives on the model's worker thread; the sink lives on the event loop.
+        request.on_text = lambda text: loop.call_soon_threadsafe(on_event, "delta", {"page": page.number, "text": text})
+        on_progress = lambda name, data: on_event(name, {"page": page.number, **data})  # noqa: E731
+    result, timings = await scheduler.submit(engine, request, on_progress)
     image = page.image
     cleaned = clean_output(result.raw_text, image.width, image.height, lambda i: run.url(figure_path(prefix, i)))
     annotated = await asyncio.to_thread(save_page_artifacts, run.path, prefix, image, cleaned)
-    return PageOut(
+    out = PageOut(
         page=page.number,
         text=cleaned.text,
         raw_text=result.raw_text,
@@ -44,38 +55,35 @@ async def read_page(
         duration_ms=round((time.perf_counter() - started) * 1000, 1),
         finish_reason=result.finish_reason,
         annotated_image_url=run.url(annotated) if annotated else None,
+        timings=TimingsOut(queue_ms=timings.queue_ms, inference_ms=timings.inference_ms),
     )
+    return out, timings
 
 
 async def read_document(
-    document: Document, prompt: str, mode: Mode, engine: OcrEngine, runner: InferenceRunner, run: Run
-) -> list[PageOut]:
-    """All pages, submitted together so that the scheduler can run them side by side; results in page order."""
-    tasks = [asyncio.ensure_future(read_page(document, page, prompt, mode, engine, runner, run))
-             for page in document.pages]
+    ocr: OcrInput, engine: OcrEngine, scheduler: BatchScheduler, run: Run, on_event: EventSink | None = None
+) -> OcrResponse:
+    """All pages submitted together, so that they can share batches; the response has them in page order."""
+    started = time.perf_counter()
+    tasks = [asyncio.ensure_future(read_page(ocr, page, engine, scheduler, run, on_event)) for page in ocr.document.pages]
     try:
-        return list(await asyncio.gather(*tasks))
+        outcomes = await asyncio.gather(*tasks)
     except BaseException:  # one page failed, or the request was cancelled: the other pages are not wanted
         for task in tasks:
             task.cancel()
         raise
-
-
-def document_response(
-    pages: list[PageOut], *, mode: Mode, prompt: str, file_name: str, file_size: int, model: str, run: Run,
-    duration_ms: float,
-) -> OcrResponse:
-    """The seed's payload for the whole upload: pages joined as upstream joins them, the first page's size."""
+    pages = [page for page, _ in outcomes]
+    batches = {timings.batch_id: timings.inference_ms for _, timings in outcomes}
     first = pages[0]
     return OcrResponse(
-        mode=mode.name,
-        prompt=prompt,
+        mode=ocr.mode.name,
+        prompt=ocr.prompt,
         text=PAGE_SPLIT.join(page.text for page in pages),
         raw_text=PAGE_SPLIT.join(page.raw_text for page in pages),
-        duration_ms=round(duration_ms, 1),
-        file_name=file_name,
-        file_size=file_size,
-        model=model,
+        duration_ms=round((time.perf_counter() - started) * 1000, 1),
+        file_name=ocr.file_name,
+        file_size=ocr.file_size,
+        model=engine.info.model,
         image_width=first.image_width,
         image_height=first.image_height,
         finish_reason="length" if any(page.finish_reason == "length" for page in pages) else "stop",
@@ -83,4 +91,8 @@ def document_response(
         run_id=run.id,
         annotated_image_url=first.annotated_image_url,
         pages=pages,
+        timings=TimingsOut(
+            queue_ms=max(timings.queue_ms for _, timings in outcomes),
+            inference_ms=round(sum(batches.values()), 1),
+        ),
     )

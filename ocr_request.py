@@ -1,12 +1,22 @@
-"""Checks the text fields of an OCR request: the mode against the loaded family, the prompt against limits."""
+"""Reads and checks an OCR request: the upload, the mode against the loaded family, the prompt against limits,
+the document's pages."""
 
 from __future__ import annotations
 
+import asyncio
+from dataclasses import dataclass
+
+from starlette.requests import Request
+
+from documents import Document, load_document
 from errors import InvalidField
 from modes import Mode
 from ocr_engine import EngineInfo
+from settings import Settings
+from uploads import read_upload
 
 IMAGE_PLACEHOLDER = "<image>"
+OCR_TEXT_FIELDS = ("mode", "prompt", "pages")
 
 
 def resolve_mode(requested: str | None, info: EngineInfo, default: str) -> Mode:
@@ -29,3 +39,25 @@ def resolve_prompt(requested: str | None, default: str, max_chars: int) -> str:
     if count > 1:
         raise InvalidField(f"Prompt must contain {IMAGE_PLACEHOLDER} at most once; it has {count}")
     return prompt
+
+
+@dataclass
+class OcrInput:
+    """A request's upload, read and checked: everything the pipeline needs, nothing left to refuse."""
+
+    file_name: str
+    file_size: int
+    mode: Mode
+    prompt: str
+    document: Document
+
+
+async def read_ocr_request(request: Request, info: EngineInfo, settings: Settings) -> OcrInput:
+    form = await read_upload(request, settings.max_upload_bytes, OCR_TEXT_FIELDS)
+    mode = resolve_mode(form.fields.get("mode"), info, settings.ocr_default_mode)
+    prompt = resolve_prompt(form.fields.get("prompt"), settings.ocr_default_prompt, settings.ocr_max_prompt_chars)
+    document = await asyncio.to_thread(
+        load_document, form.data, form.fields.get("pages"), settings.ocr_max_image_pixels,
+        settings.ocr_pdf_dpi, settings.ocr_max_pdf_pages,
+    )
+    return OcrInput(form.filename, len(form.data), mode, prompt, document)

@@ -61,6 +61,11 @@ class RegionOut(CamelModel):
     page: int  # from 1
 
 
+class TimingsOut(CamelModel):
+    queue_ms: float  # waiting for a batch (for a document: the longest any page waited)
+    inference_ms: float  # the model's time on the batch(es) that ran these pages
+
+
 class PageOut(CamelModel):
     page: int
     text: str
@@ -71,6 +76,7 @@ class PageOut(CamelModel):
     duration_ms: float
     finish_reason: FinishReason
     annotated_image_url: str | None
+    timings: TimingsOut
 
 
 class OcrResponse(CamelModel):
@@ -89,3 +95,4 @@ class OcrResponse(CamelModel):
     run_id: str
     annotated_image_url: str | None  # of the first page
     pages: list[PageOut]
+    timings: TimingsOut

@@ -69,6 +69,16 @@ class Settings(BaseSettings):
     ocr_pdf_dpi: float = Field(144, gt=0, le=1200)
     ocr_max_pdf_pages: int = Field(50, ge=1)
 
+    # Batching and overload (Triton's dynamic batcher knobs).
+    ocr_max_batch_size: int = Field(8, ge=1)
+    ocr_batch_wait_ms: float = Field(10, ge=0)
+    ocr_max_queue: int = Field(64, ge=1)
+    ocr_request_timeout_s: float = Field(600, gt=0)
+
+    # Repetition guard: upstream's image setting, n-gram 30 within the last 90 tokens; 0 disables.
+    ocr_ngram_size: int = Field(30, ge=0)
+    ocr_ngram_window: int = Field(90, ge=0)
+
     # Artifacts of finished runs (figure crops, annotated pages).
     ocr_run_ttl_s: float = Field(3600, ge=0)
     ocr_runs_max_mb: float = Field(1024, ge=0)

@@ -25,12 +25,20 @@ def _load(checkpoint: str) -> tuple[Any, Any]:
     return processor, model
 
 
-def expected_raw_text(checkpoint: Path, data: bytes, prompt: str, args: dict[str, Any], max_new_tokens: int) -> str:
+def expected_raw_text(
+    checkpoint: Path, data: bytes, prompt: str, args: dict[str, Any], max_new_tokens: int, ngram: tuple[int, int] | None = None
+) -> str:
+    """What the checkpoint generates greedily; with `ngram` = (size, window), under that repetition guard."""
     processor, model = _load(str(checkpoint))
     image = ImageOps.exif_transpose(Image.open(io.BytesIO(data))).convert("RGB")
     inputs = processor(images=image, text=prompt, return_tensors="pt", **args)
+    processors = []
+    if ngram:
+        from generation import NGramRepetitionGuard, never_banned_ids
+
+        processors.append(NGramRepetitionGuard(*ngram, inputs["input_ids"].shape[1], never_banned_ids(processor.tokenizer)))
     with torch.inference_mode():
-        output = model.generate(**inputs, max_new_tokens=max_new_tokens, do_sample=False)
+        output = model.generate(**inputs, max_new_tokens=max_new_tokens, do_sample=False, logits_processor=processors)
     generated = output[0, inputs["input_ids"].shape[1]:].tolist()
     eos = processor.tokenizer.eos_token_id
     if eos in generated:

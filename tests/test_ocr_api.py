@@ -231,3 +231,14 @@ def test_requests_before_the_model_is_ready_get_503(native_checkpoint: Path, tmp
     response = post(client, image_bytes())
     assert_error(response, 503, "loading")
     assert response.headers["retry-after"]
+
+
+def test_repetition_guard_breaks_loops_and_can_be_turned_off(start_client, native_checkpoint: Path) -> None:
+    data = image_bytes((300, 200), color="black")
+    loose = expected_raw_text(native_checkpoint, data, DEFAULT_PROMPT, GUNDAM_ARGS, 40)
+    guarded = expected_raw_text(native_checkpoint, data, DEFAULT_PROMPT, GUNDAM_ARGS, 40, ngram=(3, 30))
+    assert loose != guarded  # this page sends the tiny model into a loop that the guard breaks
+    with_guard = post(start_client(ocr_max_new_tokens=40, ocr_ngram_size=3, ocr_ngram_window=30), data).json()
+    assert with_guard["rawText"] == guarded
+    without = post(start_client(ocr_max_new_tokens=40, ocr_ngram_size=0), data).json()
+    assert without["rawText"] == loose

@@ -2,10 +2,7 @@
 
 from __future__ import annotations
 
-import os
 import socket
-import subprocess
-import sys
 import threading
 import time
 from pathlib import Path
@@ -15,47 +12,7 @@ import httpx
 import pytest
 
 from conftest import image_bytes
-
-ROOT = Path(__file__).resolve().parent.parent
-STARTUP_TIMEOUT_S = 120
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-class Server:
-    def __init__(self, env: dict[str, str]) -> None:
-        self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        base = {k: v for k, v in os.environ.items() if not k.upper().startswith("DEEPSEEK_")}
-        self.process = subprocess.Popen(
-            [sys.executable, "-m", "uvicorn", "app:app", "--host", "127.0.0.1", "--port", str(self.port)],
-            cwd=ROOT, env={**base, **env}, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-        )
-
-    def wait_ready(self) -> None:
-        deadline = time.monotonic() + STARTUP_TIMEOUT_S
-        while time.monotonic() < deadline:
-            if self.process.poll() is not None:
-                raise RuntimeError(f"server exited: {self.process.stdout.read()}")
-            try:
-                if httpx.get(f"{self.url}/health", timeout=2).status_code == 200:
-                    return
-            except httpx.TransportError:
-                pass
-            time.sleep(0.1)
-        raise TimeoutError("server did not become ready")
-
-    def stop(self) -> None:
-        self.process.terminate()
-        try:
-            self.process.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-
+from live_server import STARTUP_TIMEOUT_S, Server
 
 @pytest.fixture
 def server(native_checkpoint: Path, tmp_path: Path) -> Iterator[Server]:
@@ -152,8 +109,9 @@ def test_a_missing_model_path_ends_startup_with_the_fix(tmp_path: Path) -> None:
     missing = tmp_path / "no-such-model"
     server = Server({"DEEPSEEK_OCR_MODEL_PATH": str(missing), "DEEPSEEK_OCR_RUNS_DIR": str(tmp_path / "runs")})
     try:
-        output, _ = server.process.communicate(timeout=STARTUP_TIMEOUT_S)
+        server.process.wait(timeout=STARTUP_TIMEOUT_S)
     finally:
         server.stop()
+    output = server.output()
     assert server.process.returncode != 0
     assert str(missing) in output and "DEEPSEEK_OCR_MODEL_PATH" in output

@@ -1,0 +1,61 @@
+"""Prometheus metrics of the service, in a registry of the app's own (served at /metrics)."""
+
+from __future__ import annotations
+
+import time
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+# Seconds: from a fast page on a GPU to a long PDF on a CPU.
+LATENCY_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 25, 60, 120, 300, 600)
+BATCH_BUCKETS = (1, 2, 3, 4, 6, 8, 12, 16, 24, 32, 64)
+
+
+class Metrics:
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry()
+        r = self.registry
+        self.requests = Counter("deepseek_ocr_requests", "OCR requests answered, by endpoint and HTTP status",
+                                ["endpoint", "status"], registry=r)
+        self.queue_depth = Gauge("deepseek_ocr_queue_depth", "Pages waiting for the model", registry=r)
+        self.running = Gauge("deepseek_ocr_running", "Pages in the batch the model is running", registry=r)
+        self.admitted = Gauge("deepseek_ocr_admitted", "Requests admitted (queued, running or reading)", registry=r)
+        self.request_duration = Histogram("deepseek_ocr_request_duration_seconds", "End-to-end OCR request time",
+                                          ["endpoint"], buckets=LATENCY_BUCKETS, registry=r)
+        self.queue_wait = Histogram("deepseek_ocr_queue_wait_seconds", "Time a page waited for its batch",
+                                    buckets=LATENCY_BUCKETS, registry=r)
+        self.inference = Histogram("deepseek_ocr_inference_seconds", "Time the model took for a batch",
+                                   buckets=LATENCY_BUCKETS, registry=r)
+        self.batch_size = Histogram("deepseek_ocr_batch_size", "Pages per batch", buckets=BATCH_BUCKETS, registry=r)
+        self.generated_tokens = Counter("deepseek_ocr_generated_tokens", "Tokens generated", registry=r)
+        self.failures = Counter("deepseek_ocr_failures", "Failed OCR requests and pages, by reason", ["reason"],
+                                registry=r)
+
+
+class RequestMetricsMiddleware:
+    """Counts OCR requests by endpoint and status and times them end to end, streams included."""
+
+    def __init__(self, app: ASGIApp, metrics: Metrics, paths: tuple[str, ...]) -> None:
+        self.app = app
+        self.metrics = metrics
+        self.paths = paths
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or scope["path"] not in self.paths:
+            await self.app(scope, receive, send)
+            return
+        status = "500"
+
+        async def send_and_note(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = str(message["status"])
+            await send(message)
+
+        started = time.perf_counter()
+        try:
+            await self.app(scope, receive, send_and_note)
+        finally:
+            self.metrics.requests.labels(scope["path"], status).inc()
+            self.metrics.request_duration.labels(scope["path"]).observe(time.perf_counter() - started)
