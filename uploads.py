@@ -5,10 +5,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from starlette.datastructures import UploadFile
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 from starlette.types import Message, Receive
 
-from errors import InvalidField, PayloadTooLarge, UnsupportedType
+from errors import ClientGone, InvalidField, PayloadTooLarge, UnsupportedType
 
 # Room for the multipart boundaries and the small text fields around the file.
 FORM_OVERHEAD_BYTES = 64 * 1024
@@ -55,7 +55,10 @@ async def read_upload(request: Request, limit: int, text_fields: tuple[str, ...]
         raise _too_large(limit)
 
     limited = Request(request.scope, receive=_counting(request.receive, max_body, limit))
-    form = await limited.form(max_files=1, max_fields=MAX_TEXT_FIELDS, max_part_size=MAX_TEXT_FIELD_BYTES)
+    try:
+        form = await limited.form(max_files=1, max_fields=MAX_TEXT_FIELDS, max_part_size=MAX_TEXT_FIELD_BYTES)
+    except ClientDisconnect:
+        raise ClientGone("The client disconnected while sending its upload") from None
     try:
         upload = form.get(FILE_FIELD)
         if not isinstance(upload, UploadFile):
