@@ -115,3 +115,17 @@ def test_a_missing_model_path_ends_startup_with_the_fix(tmp_path: Path) -> None:
     output = server.output()
     assert server.process.returncode != 0
     assert str(missing) in output and "DEEPSEEK_OCR_MODEL_PATH" in output
+
+
+def test_a_client_that_leaves_mid_upload_is_counted_as_gone_not_as_a_fault(server: Server) -> None:
+    from live_server import metric
+
+    with socket.create_connection(("127.0.0.1", server.port), timeout=30) as sock:
+        sock.sendall(_request_head(server.port, "Content-Length: 100000\r\n"))
+        sock.sendall(b'--xyz\r\nContent-Disposition: form-data; name="image"; filename="a.png"\r\n\r\n' + b"\0" * 1000)
+    deadline = time.monotonic() + 30
+    while metric(server.url, "deepseek_ocr_failures_total", reason="client_disconnected") < 1:
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
+    assert metric(server.url, "deepseek_ocr_failures_total", reason="internal") == 0
+    assert httpx.get(f"{server.url}/health", timeout=30).status_code == 200
