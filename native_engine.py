@@ -7,7 +7,7 @@ from typing import Any
 import torch
 
 from generation import BatchTextStreamer, NGramRepetitionGuard, StopAbandoned, never_banned_ids
-from modes import FAMILY_MODES, Mode, ModelFamily
+from modes import Mode, ModelFamily
 from ocr_engine import EngineInfo, OcrEngine, PageRequest, PageResult
 from settings import Settings
 
@@ -35,7 +35,6 @@ class NativeEngine(OcrEngine):
         self.processor = processor
         self.model = model
         self.info = info
-        self.max_batch_size = settings.ocr_max_batch_size
         self.max_new_tokens = settings.ocr_max_new_tokens
         self.ngram_size = settings.ocr_ngram_size
         self.ngram_window = settings.ocr_ngram_window
@@ -47,24 +46,14 @@ class NativeEngine(OcrEngine):
         self.tokenizer.padding_side = "left"
 
     @classmethod
-    def load(
-        cls, source: str, family: ModelFamily, device: str, dtype: torch.dtype, attn: str, settings: Settings
-    ) -> "NativeEngine":
+    def load(cls, info: EngineInfo, dtype: torch.dtype, settings: Settings) -> "NativeEngine":
         from transformers import AutoModelForImageTextToText, AutoProcessor
 
-        processor = AutoProcessor.from_pretrained(source)
-        model = AutoModelForImageTextToText.from_pretrained(source, dtype=dtype, attn_implementation=attn)
-        model = model.to(device).eval()
-        info = EngineInfo(
-            model=source,
-            engine="transformers",
-            family=family,
-            device=device,
-            dtype=str(dtype).removeprefix("torch."),
-            attn_implementation=attn,
-            modes=FAMILY_MODES[ModelFamily.v2],  # the native classes implement DeepSeek-OCR-2 only
-        )
-        return cls(processor, model, info, settings)
+        if info.family is not ModelFamily.v2:
+            raise ValueError(f"transformers' native DeepSeek-OCR classes run DeepSeek-OCR-2 only, not {info.family.value}")
+        processor = AutoProcessor.from_pretrained(info.model)
+        model = AutoModelForImageTextToText.from_pretrained(info.model, dtype=dtype, attn_implementation=info.attn_implementation)
+        return cls(processor, model.to(info.device).eval(), info, settings)
 
     def run(self, batch: list[PageRequest]) -> list[PageResult]:
         mode = batch[0].mode

@@ -14,7 +14,7 @@ from typing import Any, Callable, Literal
 import torch
 from PIL import Image
 
-from modes import Mode, ModelFamily
+from modes import FAMILY_MODES, Mode, ModelFamily
 from settings import AttnImpl, DeviceChoice, DtypeChoice, EngineChoice, Settings
 
 log = logging.getLogger("deepseek_ocr.engine")
@@ -70,7 +70,7 @@ class OcrEngine(ABC):
     """Loaded once; runs batches of prepared page requests, one result per request, in order."""
 
     info: EngineInfo
-    max_batch_size: int = 1
+    max_batch_size: int | None = None  # the most requests one `run` takes; None: whatever the scheduler gathers
 
     @abstractmethod
     def run(self, batch: list[PageRequest]) -> list[PageResult]: ...
@@ -172,22 +172,29 @@ def load_engine(settings: Settings, source: str) -> OcrEngine:
     choice = detect_engine(config) if settings.ocr_engine is EngineChoice.auto else settings.ocr_engine
     device = resolve_device(settings.ocr_device)
     dtype = resolve_dtype(settings.ocr_dtype, device)
+    # The original code has eager and flash-attention layers only, no sdpa.
+    fallback = AttnImpl.eager if choice is EngineChoice.remote_code else AttnImpl.sdpa
+    info = EngineInfo(
+        model=source,
+        engine=choice.value,
+        family=family,
+        device=device,
+        dtype=str(dtype).removeprefix("torch."),
+        attn_implementation=resolve_attn(settings.attn_impl, device, fallback),
+        modes=FAMILY_MODES[family],
+    )
     # Imported here: each engine needs its own transformers (the original code pins 4.46.3).
     if choice is EngineChoice.remote_code:
         from remote_code_engine import RemoteCodeEngine
 
-        # The original code has eager and flash-attention layers only, no sdpa.
-        attn = resolve_attn(settings.attn_impl, device, fallback=AttnImpl.eager)
-        engine: OcrEngine = RemoteCodeEngine.load(source, family, device, dtype, attn, settings)
+        engine: OcrEngine = RemoteCodeEngine.load(info, dtype, settings)
     else:
         from native_engine import NativeEngine
 
-        attn = resolve_attn(settings.attn_impl, device, fallback=AttnImpl.sdpa)
-        engine = NativeEngine.load(source, family, device, dtype, attn, settings)
+        engine = NativeEngine.load(info, dtype, settings)
     if engine.info.mode(settings.ocr_default_mode) is None:
         valid = ", ".join(mode.name for mode in engine.info.modes)
         raise ValueError(f"DEEPSEEK_OCR_DEFAULT_MODE={settings.ocr_default_mode!r} is not a mode of {family.value} ({valid})")
-    info = engine.info
     log.info("model ready: %s (%s, %s engine) on %s, %s, attention %s",
              info.model, info.family.value, info.engine, info.device, info.dtype, info.attn_implementation)
     return engine

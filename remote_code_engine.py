@@ -9,7 +9,6 @@ from typing import Any
 
 import torch
 
-from modes import FAMILY_MODES, ModelFamily
 from ocr_engine import EOS_TOKEN, EngineInfo, FinishReason, OcrEngine, PageRequest, PageResult
 from settings import Settings
 
@@ -55,26 +54,16 @@ class RemoteCodeEngine(OcrEngine):
         self.max_new_tokens = max_new_tokens
 
     @classmethod
-    def load(
-        cls, source: str, family: ModelFamily, device: str, dtype: torch.dtype, attn: str, settings: Settings
-    ) -> "RemoteCodeEngine":
+    def load(cls, info: EngineInfo, dtype: torch.dtype, settings: Settings) -> "RemoteCodeEngine":
         from transformers import AutoModel, AutoTokenizer
 
-        if device != "cuda":
-            log.warning("upstream's infer calls .cuda(); on %s only a patched copy of its code runs", device)
-        tokenizer = AutoTokenizer.from_pretrained(source, trust_remote_code=True)
-        model = AutoModel.from_pretrained(source, trust_remote_code=True, use_safetensors=True, _attn_implementation=attn)
-        model = model.eval().to(device).to(dtype)
-        info = EngineInfo(
-            model=source,
-            engine="remote-code",
-            family=family,
-            device=device,
-            dtype=str(dtype).removeprefix("torch."),
-            attn_implementation=attn,
-            modes=FAMILY_MODES[family],
+        if info.device != "cuda":
+            log.warning("upstream's infer calls .cuda(); on %s only a patched copy of its code runs", info.device)
+        tokenizer = AutoTokenizer.from_pretrained(info.model, trust_remote_code=True)
+        model = AutoModel.from_pretrained(
+            info.model, trust_remote_code=True, use_safetensors=True, _attn_implementation=info.attn_implementation
         )
-        return cls(tokenizer, model, info, settings.ocr_max_new_tokens)
+        return cls(tokenizer, model.eval().to(info.device).to(dtype), info, settings.ocr_max_new_tokens)
 
     def run(self, batch: list[PageRequest]) -> list[PageResult]:
         return [self._infer(request) for request in batch]

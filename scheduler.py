@@ -84,7 +84,7 @@ class BatchScheduler:
             self.arrived.clear()
             await self.arrived.wait()
         first = self.queue[0]
-        limit = min(self.max_batch_size, first.engine.max_batch_size)
+        limit = min(self.max_batch_size, first.engine.max_batch_size or self.max_batch_size)
         deadline = time.perf_counter() + self.batch_wait_s
         # Wait a little for company, unless the batch is full already.
         while sum(job.fits(first) for job in self.queue) < limit and (remaining := deadline - time.perf_counter()) > 0:
