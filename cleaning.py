@@ -34,10 +34,24 @@ class Region:
 
 
 @dataclass
+class Block:
+    """One grounding tag: a label with all the boxes of its `<|det|>` (at least one) and the text after it."""
+
+    label: str
+    boxes: list[Box]
+    text: str
+
+
+@dataclass
 class CleanedPage:
     text: str
-    regions: list[Region] = field(default_factory=list)
+    blocks: list[Block] = field(default_factory=list)
     figures: list[Box] = field(default_factory=list)  # figure N of the text's links is figures[N]
+
+    @property
+    def regions(self) -> list[Region]:
+        """One region per box, in output order."""
+        return [Region(block.label, box, block.text) for block in self.blocks for box in block.boxes]
 
 
 def upstream_figure_link(index: int) -> str:
@@ -104,8 +118,8 @@ def clean_output(
         end = matches[index + 1].start() if index + 1 < len(matches) else len(text)
         following = text[match.end() : end]
         boxes = parse_boxes(match.group(2), width, height)
-        region_text = clean_text(following)
-        page.regions.extend(Region(label, box, region_text) for box in boxes)
+        if boxes:
+            page.blocks.append(Block(label, boxes, clean_text(following)))
         if label == FIGURE_LABEL and boxes:
             for box in boxes:
                 parts.append(f"![]({figure_link(len(page.figures))})\n")

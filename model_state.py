@@ -7,7 +7,8 @@ import threading
 from typing import Literal
 
 from errors import Unavailable
-from ocr_engine import OcrEngine, load_engine
+from modes import FAMILY_MODES, ModelFamily
+from ocr_engine import OcrEngine, detect_family, fetch_config, load_engine
 from settings import Settings
 
 log = logging.getLogger("deepseek_ocr.model")
@@ -21,6 +22,11 @@ class ModelState:
         self.status: Literal["loading", "ready", "error"] = "loading"
         self.detail = "The model is loading"
         self.engine: OcrEngine | None = None
+        self.family: ModelFamily | None = None  # known from config.json, before the weights load
+
+    @property
+    def mode_names(self) -> list[str]:
+        return [mode.name for mode in FAMILY_MODES[self.family]] if self.family else []
 
     def start_loading(self, settings: Settings, source: str) -> None:
         # A daemon thread: a process told to stop while a 7 GB checkpoint loads does not wait for it.
@@ -29,7 +35,9 @@ class ModelState:
     def _load(self, settings: Settings, source: str) -> None:
         log.info("loading %s", source)
         try:
-            self.engine = load_engine(settings, source)
+            config = fetch_config(source)
+            self.family = detect_family(config)
+            self.engine = load_engine(settings, source, config)
         except Exception as exc:  # any failure of a load is reported by /health, not raised
             log.exception("loading %s failed", source)
             self.detail = f"Loading the model from {source} failed: {type(exc).__name__}: {exc}"

@@ -30,6 +30,9 @@ class Mode:
     min_tiles: int
     max_tiles: int
     description: str
+    label: str  # for people, as the seed's frontend shows it on the mode card
+    speed: str  # short words, relative to the family's other modes
+    quality: str
 
     @property
     def global_tokens(self) -> int:
@@ -45,25 +48,30 @@ class Mode:
         return self.global_tokens + (self.tile_tokens * self.max_tiles if self.crop_mode else 0)
 
 
-def _fixed(name: str, size: int, what: str) -> Mode:
-    return Mode(name, size, size, False, 0, 0, f"{size}x{size} single view, {tokens_for_view(size)} vision tokens; {what}")
+def _fixed(name: str, size: int, what: str, speed: str, quality: str) -> Mode:
+    description = f"{size}x{size} single view, {tokens_for_view(size)} vision tokens; {what}"
+    return Mode(name, size, size, False, 0, 0, description, f"{name.capitalize()} ({size}x{size})", speed, quality)
 
+
+GUNDAM_LABEL = "Gundam (dynamic tiles)"
 
 # Upstream README table (DeepSeek-OCR v1). Gundam tiles: 2..9 allowed upstream, 6 by default.
 V1_MODES = (
-    _fixed("tiny", 512, "fastest, for sparse pages"),
-    _fixed("small", 640, "fast, for simple pages"),
-    _fixed("base", 1024, "general documents"),
-    _fixed("large", 1280, "dense or small print"),
+    _fixed("tiny", 512, "for sparse pages", "fastest", "basic"),
+    _fixed("small", 640, "for simple pages", "fast", "good"),
+    _fixed("base", 1024, "general documents", "medium", "high"),
+    _fixed("large", 1280, "dense or small print", "slowest", "highest"),
     Mode("gundam", 1024, 640, True, 2, 6,
-         "1024 global view + 2-6 tiles of 640: 256 + 100 per tile vision tokens; large or dense pages"),
+         "1024 global view + 2-6 tiles of 640: 256 + 100 per tile vision tokens; large or dense pages",
+         GUNDAM_LABEL, "medium", "higher"),
 )
 
 # DeepSeek-OCR-2 has learned queries for 1024 (256 tokens) and 768 (144 tokens) views only.
 V2_MODES = (
-    _fixed("base", 1024, "general documents"),
+    _fixed("base", 1024, "general documents", "fast", "high"),
     Mode("gundam", 1024, 768, True, 2, 6,
-         "1024 global view + 2-6 tiles of 768: 256 + 144 per tile vision tokens; large or dense pages"),
+         "1024 global view + 2-6 tiles of 768: 256 + 144 per tile vision tokens; large or dense pages",
+         GUNDAM_LABEL, "medium", "highest"),
 )
 
 FAMILY_MODES: dict[ModelFamily, tuple[Mode, ...]] = {ModelFamily.v1: V1_MODES, ModelFamily.v2: V2_MODES}

@@ -165,9 +165,10 @@ def resolve_attn(requested: AttnImpl, device: str, fallback: AttnImpl) -> str:
     return fallback.value
 
 
-def load_engine(settings: Settings, source: str) -> OcrEngine:
-    """Loads the checkpoint at `source` with the engine its layout (or DEEPSEEK_OCR_ENGINE) calls for."""
-    config = fetch_config(source)
+def load_engine(settings: Settings, source: str, config: dict[str, Any] | None = None) -> OcrEngine:
+    """Loads the checkpoint at `source` (whose config.json may be given) with the engine its layout (or
+    DEEPSEEK_OCR_ENGINE) calls for."""
+    config = config if config is not None else fetch_config(source)
     family = detect_family(config)
     choice = detect_engine(config) if settings.ocr_engine is EngineChoice.auto else settings.ocr_engine
     device = resolve_device(settings.ocr_device)

@@ -4,22 +4,28 @@ from __future__ import annotations
 
 import asyncio
 import time
+from datetime import datetime, timezone
+from pathlib import Path
 from typing import Callable
 
-from artifacts import figure_path, save_page_artifacts
-from cleaning import clean_output
+from PIL import Image
+
+from artifacts import figure_path, page_preview, save_page_artifacts
+from cleaning import CleanedPage, clean_output
 from documents import Document, PageImage
 from ocr_engine import OcrEngine, PageRequest
 from ocr_request import OcrInput
 from runs import Run
 from scheduler import BatchScheduler, Timings
-from schemas import OcrResponse, PageOut, RegionOut, TimingsOut
+from schemas import LayoutBox, LayoutItem, OcrResponse, PageLayout, PageOut, RegionOut, TimingsOut
 
 # Upstream's PDF script joins pages with this line.
 PAGE_SPLIT = "\n\n<--- Page Split --->\n\n"
 
 # Progress of a request for streaming clients: (event name, data), e.g. ("delta", {"page": 1, "text": "..."}).
 EventSink = Callable[[str, dict], None]
+# Normalized layout coordinates keep this many decimals.
+NORMALIZED_DIGITS = 6
 
 
 def page_prefix(document: Document, page: PageImage) -> str:
@@ -27,26 +33,55 @@ def page_prefix(document: Document, page: PageImage) -> str:
     return f"pages/{page.number}/" if document.is_pdf else ""
 
 
+def page_layout(cleaned: CleanedPage, width: int, height: int) -> PageLayout:
+    """The page's regions as the web frontend draws them: one item per grounding tag, boxes in pixels and as
+    fractions of the page."""
+    items = []
+    for number, block in enumerate(cleaned.blocks):
+        boxes = [
+            LayoutBox(
+                index=index,
+                absolute=box,
+                normalized=tuple(round(v / side, NORMALIZED_DIGITS) for v, side in zip(box, (width, height) * 2)),
+            )
+            for index, box in enumerate(block.boxes)
+        ]
+        items.append(LayoutItem(id=f"{block.label}-{number}", label=block.label, boxes=boxes))
+    return PageLayout(width=width, height=height, items=items)
+
+
+def _finish_page(
+    run_dir: Path, prefix: str, image: Image.Image, cleaned: CleanedPage, previews: bool
+) -> tuple[str | None, str | None]:
+    """The page's files and preview, made in one trip off the event loop."""
+    annotated = save_page_artifacts(run_dir, prefix, image, cleaned)
+    return annotated, page_preview(image) if previews else None
+
+
 async def read_page(
-    ocr: OcrInput, page: PageImage, engine: OcrEngine, scheduler: BatchScheduler, run: Run, on_event: EventSink | None
+    ocr: OcrInput, index: int, engine: OcrEngine, scheduler: BatchScheduler, run: Run, on_event: EventSink | None,
+    previews: bool, stream_text: bool,
 ) -> tuple[PageOut, Timings]:
     started = time.perf_counter()
+    page = ocr.document.pages[index]
     prefix = page_prefix(ocr.document, page)
     work_dir = run.path / prefix
     work_dir.mkdir(parents=True, exist_ok=True)
     request = PageRequest(image=page.image, prompt=ocr.prompt, mode=ocr.mode, work_dir=work_dir)
     on_progress = None
     if on_event:
-        loop = asyncio.get_running_loop()
-        # Text arrives on the model's worker thread; the sink lives on the event loop.
-        request.on_text = lambda text: loop.call_soon_threadsafe(on_event, "delta", {"page": page.number, "text": text})
+        if stream_text:
+            loop = asyncio.get_running_loop()
+            # Text arrives on the model's worker thread; the sink lives on the event loop.
+            request.on_text = lambda text: loop.call_soon_threadsafe(on_event, "delta", {"page": page.number, "text": text})
         on_progress = lambda name, data: on_event(name, {"page": page.number, **data})  # noqa: E731
     result, timings = await scheduler.submit(engine, request, on_progress)
     image = page.image
     cleaned = clean_output(result.raw_text, image.width, image.height, lambda i: run.url(figure_path(prefix, i)))
-    annotated = await asyncio.to_thread(save_page_artifacts, run.path, prefix, image, cleaned)
+    annotated, preview = await asyncio.to_thread(_finish_page, run.path, prefix, image, cleaned, previews)
     out = PageOut(
         page=page.number,
+        page_index=index,
         text=cleaned.text,
         raw_text=result.raw_text,
         regions=[RegionOut(label=r.label, bbox=r.bbox, text=r.text, page=page.number) for r in cleaned.regions],
@@ -56,16 +91,32 @@ async def read_page(
         finish_reason=result.finish_reason,
         annotated_image_url=run.url(annotated) if annotated else None,
         timings=TimingsOut(queue_ms=timings.queue_ms, inference_ms=timings.inference_ms),
+        layout=page_layout(cleaned, image.width, image.height),
+        image_data=preview,
     )
     return out, timings
 
 
 async def read_document(
-    ocr: OcrInput, engine: OcrEngine, scheduler: BatchScheduler, run: Run, on_event: EventSink | None = None
+    ocr: OcrInput, engine: OcrEngine, scheduler: BatchScheduler, run: Run, on_event: EventSink | None = None,
+    previews: bool = True, stream_text: bool = False,
 ) -> OcrResponse:
-    """All pages submitted together, so that they can share batches; the response has them in page order."""
+    """All pages submitted together, so that they can share batches; the response has them in page order.
+    `on_event` hears each page's queue events, its raw text as it is generated when `stream_text`, and
+    ("progress", {"done", "total"}) each time a page is finished."""
     started = time.perf_counter()
-    tasks = [asyncio.ensure_future(read_page(ocr, page, engine, scheduler, run, on_event)) for page in ocr.document.pages]
+    total = len(ocr.document.pages)
+    done = 0
+
+    async def read(index: int) -> tuple[PageOut, Timings]:
+        nonlocal done
+        outcome = await read_page(ocr, index, engine, scheduler, run, on_event, previews, stream_text)
+        done += 1
+        if on_event:
+            on_event("progress", {"done": done, "total": total})
+        return outcome
+
+    tasks = [asyncio.ensure_future(read(index)) for index in range(total)]
     try:
         outcomes = await asyncio.gather(*tasks)
     except BaseException:  # one page failed, or the request was cancelled: the other pages are not wanted
@@ -95,4 +146,8 @@ async def read_document(
             queue_ms=max(timings.queue_ms for _, timings in outcomes),
             inference_ms=round(sum(batches.values()), 1),
         ),
+        layout=first.layout,
+        is_pdf=ocr.document.is_pdf,
+        created_at=datetime.now(timezone.utc).isoformat(timespec="seconds").replace("+00:00", "Z"),
+        history_id=None,
     )

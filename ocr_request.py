@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 from dataclasses import dataclass
+from typing import Callable
 
 from starlette.requests import Request
 
@@ -13,10 +14,10 @@ from errors import InvalidField
 from modes import Mode
 from ocr_engine import EngineInfo
 from settings import Settings
-from uploads import read_upload
+from uploads import UploadForm, read_upload
 
 IMAGE_PLACEHOLDER = "<image>"
-OCR_TEXT_FIELDS = ("mode", "prompt", "pages")
+OCR_TEXT_FIELDS = ("mode", "prompt", "pages", "task_id")
 
 
 def resolve_mode(requested: str | None, info: EngineInfo, default: str) -> Mode:
@@ -50,14 +51,20 @@ class OcrInput:
     mode: Mode
     prompt: str
     document: Document
+    task_id: str | None = None  # a progress task (POST /api/task/create) that follows this request
 
 
-async def read_ocr_request(request: Request, info: EngineInfo, settings: Settings) -> OcrInput:
+async def read_ocr_request(
+    request: Request, info: EngineInfo, settings: Settings, on_form: Callable[[UploadForm], None] | None = None
+) -> OcrInput:
+    """`on_form` hears of the form once it is read, before the document is decoded."""
     form = await read_upload(request, settings.max_upload_bytes, OCR_TEXT_FIELDS)
+    if on_form:
+        on_form(form)
     mode = resolve_mode(form.fields.get("mode"), info, settings.ocr_default_mode)
     prompt = resolve_prompt(form.fields.get("prompt"), settings.ocr_default_prompt, settings.ocr_max_prompt_chars)
     document = await asyncio.to_thread(
         load_document, form.data, form.fields.get("pages"), settings.ocr_max_image_pixels,
         settings.ocr_pdf_dpi, settings.ocr_max_pdf_pages,
     )
-    return OcrInput(form.filename, len(form.data), mode, prompt, document)
+    return OcrInput(form.filename, len(form.data), mode, prompt, document, form.fields.get("task_id"))

@@ -1,4 +1,5 @@
-"""The JSON the service sends: camelCase field names, as in the seed's payload."""
+"""The JSON the service sends: camelCase field names, as in the seed's payload; where the seed's frontend reads a
+field under another spelling (the modes' `base_size`, `maxImageMb`), that spelling."""
 
 from __future__ import annotations
 
@@ -14,6 +15,8 @@ class CamelModel(BaseModel):
 
 class HealthReady(CamelModel):
     status: Literal["ok"] = "ok"
+    model_loaded: Literal[True] = True  # the seed backend's field
+    modes: list[str]  # the seed backend's field: the loaded family's mode names
     model: str
     engine: str
     family: str
@@ -24,16 +27,25 @@ class HealthReady(CamelModel):
 
 class HealthNotReady(CamelModel):
     status: Literal["loading", "error"]
+    model_loaded: Literal[False] = False
+    modes: list[str]  # known as soon as the checkpoint's config.json is read; empty before
     detail: str
 
 
-class ModeInfo(CamelModel):
-    name: str
+class ModeInfo(BaseModel):
+    """A mode as the seed's backend described it (its snake_case keys), plus `visionTokens`."""
+
+    model_config = ConfigDict(populate_by_name=True)
+
+    label: str
+    description: str
     base_size: int
     image_size: int
     crop_mode: bool
-    vision_tokens: int  # the most a page costs in this mode: global view plus the most tiles
-    description: str
+    test_compress: bool = False  # upstream's infer option; the service never compresses
+    speed: str
+    quality: str
+    vision_tokens: int = Field(alias="visionTokens")  # the most a page costs: global view plus the most tiles
 
 
 class PromptInfo(CamelModel):
@@ -42,13 +54,13 @@ class PromptInfo(CamelModel):
 
 
 class ModesResponse(CamelModel):
+    default_prompt: str
+    modes: dict[str, ModeInfo]  # keyed by mode name, the default mode first
+    max_image_mb: float  # `maxImageMb`, the seed's spelling
     engine: str
     family: str
-    modes: list[ModeInfo]
     default_mode: str
-    default_prompt: str
     prompts: list[PromptInfo]
-    max_image_mb: float = Field(alias="maxImageMB")  # the seed's spelling
 
 
 FinishReason = Literal["stop", "length"]
@@ -66,8 +78,29 @@ class TimingsOut(CamelModel):
     inference_ms: float  # the model's time on the batch(es) that ran these pages
 
 
+class LayoutBox(CamelModel):
+    index: int  # position among its item's boxes
+    absolute: tuple[int, int, int, int]  # x1, y1, x2, y2 in pixels of the page image
+    normalized: tuple[float, float, float, float]  # the same, as fractions of the page's width and height
+
+
+class LayoutItem(CamelModel):
+    id: str  # "{label}-{n}", n counting the page's items from 0
+    label: str
+    boxes: list[LayoutBox]
+
+
+class PageLayout(CamelModel):
+    """A page's regions grouped as the model wrote them: one item per grounding tag, with all its boxes."""
+
+    width: int
+    height: int
+    items: list[LayoutItem]
+
+
 class PageOut(CamelModel):
-    page: int
+    page: int  # the PDF's page number, from 1
+    page_index: int  # position in `pages`, from 0
     text: str
     raw_text: str
     regions: list[RegionOut]
@@ -77,6 +110,8 @@ class PageOut(CamelModel):
     finish_reason: FinishReason
     annotated_image_url: str | None
     timings: TimingsOut
+    layout: PageLayout
+    image_data: str | None  # JPEG data URL of the page as the model saw it, downscaled; None when turned off
 
 
 class OcrResponse(CamelModel):
@@ -96,3 +131,26 @@ class OcrResponse(CamelModel):
     annotated_image_url: str | None  # of the first page
     pages: list[PageOut]
     timings: TimingsOut
+    layout: PageLayout  # of the first page
+    is_pdf: bool
+    created_at: str  # ISO 8601, UTC
+    history_id: str | None  # where /api/history/{id} finds this result again; None when history is off
+
+
+class TaskCreated(CamelModel):
+    task_id: str
+
+
+class HistoryItem(CamelModel):
+    id: str
+    created_at: str
+    file_name: str
+    file_size: int
+    mode: str
+    duration_ms: float
+    pages: int  # how many pages were read
+    is_pdf: bool
+
+
+class HistoryList(CamelModel):
+    items: list[HistoryItem]  # newest first

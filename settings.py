@@ -83,6 +83,13 @@ class Settings(BaseSettings):
     ocr_run_ttl_s: float = Field(3600, ge=0)
     ocr_runs_max_mb: float = Field(1024, ge=0)
 
+    # What the web frontend shows: page previews in the answer, and a history of finished results.
+    ocr_page_previews: bool = True
+    ocr_history: bool = True
+    ocr_history_dir: Path = Path("history")
+    ocr_history_max: int = Field(500, ge=1)
+    ocr_history_ttl_s: float = Field(604800, gt=0)  # a week
+
     @field_validator("allowed_origins", mode="before")
     @classmethod
     def _split_origins(cls, value: object) -> object:

@@ -75,6 +75,7 @@ def make_settings(checkpoint: Path, runs_dir: Path, **overrides: object) -> Sett
     values: dict[str, object] = {
         "ocr_model_path": str(checkpoint),
         "ocr_runs_dir": runs_dir,
+        "ocr_history_dir": runs_dir.parent / "history",
         "ocr_max_new_tokens": TEST_MAX_NEW_TOKENS,
     }
     values.update(overrides)

@@ -19,6 +19,8 @@ def test_ready_health_names_model_engine_device_dtype_and_attention(client, nati
         assert response.status_code == 200
         assert response.json() == {
             "status": "ok",
+            "modelLoaded": True,
+            "modes": ["base", "gundam"],
             "model": str(native_checkpoint.resolve()),
             "engine": "transformers",
             "family": "deepseek-ocr-2",
@@ -34,6 +36,7 @@ def test_before_the_model_loads_health_is_503_loading_and_live_is_200(native_che
     response = client.get("/health")
     assert response.status_code == 503
     assert response.json()["status"] == "loading" and response.json()["detail"]
+    assert response.json()["modelLoaded"] is False
     assert client.get("/health/ready").status_code == 503
     assert client.get("/health/live").status_code == 200
     assert client.get("/api/modes").status_code == 503
@@ -48,6 +51,8 @@ def test_a_failed_load_is_503_error_and_the_process_stays_up(start_client, tmp_p
     assert response.status_code == 503
     assert response.json()["status"] == "error"
     assert str(broken) in response.json()["detail"]
+    # The family is known from config.json although the weights never loaded.
+    assert (response.json()["modelLoaded"], response.json()["modes"]) == (False, ["base", "gundam"])
     assert client.get("/health/live").status_code == 200
     ocr = client.post("/api/ocr", files={"image": ("a.png", b"\x89PNG\r\n\x1a\n")})
     assert ocr.status_code == 503 and "failed" in ocr.json()["detail"]
@@ -79,14 +84,14 @@ def test_default_mode_of_another_family_fails_the_load_naming_the_variable(start
 def test_modes_lists_the_native_families_modes(client) -> None:
     body = client.get("/api/modes").json()
     assert body["engine"] == "transformers" and body["family"] == "deepseek-ocr-2"
-    assert [(m["name"], m["baseSize"], m["imageSize"], m["cropMode"], m["visionTokens"]) for m in body["modes"]] == [
+    assert [(name, m["base_size"], m["image_size"], m["crop_mode"], m["visionTokens"]) for name, m in body["modes"].items()] == [
+        ("gundam", 1024, 768, True, 256 + 6 * 144),  # the default mode first
         ("base", 1024, 1024, False, 256),
-        ("gundam", 1024, 768, True, 256 + 6 * 144),
     ]
-    assert all(m["description"] for m in body["modes"])
+    assert all(m["description"] and m["label"] for m in body["modes"].values())
     assert body["defaultMode"] == "gundam"
     assert body["defaultPrompt"] == "<image>\n<|grounding|>Convert the document to markdown."
-    assert body["maxImageMB"] == 15
+    assert body["maxImageMb"] == 15
     prompts = {p["name"]: p["prompt"] for p in body["prompts"]}
     assert prompts["free"] == "<image>\nFree OCR."
     assert len(prompts) == 6 and all(p.startswith("<image>\n") for p in prompts.values())
@@ -94,7 +99,8 @@ def test_modes_lists_the_native_families_modes(client) -> None:
 
 def test_modes_reflects_the_settings(start_client) -> None:
     body = start_client(max_image_mb=3, ocr_default_mode="base", ocr_default_prompt="<image>\nFree OCR.").get("/api/modes").json()
-    assert (body["maxImageMB"], body["defaultMode"], body["defaultPrompt"]) == (3, "base", "<image>\nFree OCR.")
+    assert (body["maxImageMb"], body["defaultMode"], body["defaultPrompt"]) == (3, "base", "<image>\nFree OCR.")
+    assert list(body["modes"]) == ["base", "gundam"]
 
 
 def test_cors_wildcard_never_allows_credentials(client) -> None:

@@ -43,8 +43,9 @@ def test_original_v1_layout_is_detected_and_served_through_infer(start_client, s
     assert (health["status"], health["engine"], health["family"]) == ("ok", "remote-code", "deepseek-ocr")
     modes = client.get("/api/modes").json()
     assert (modes["engine"], modes["family"]) == ("remote-code", "deepseek-ocr")
-    listed = {m["name"]: (m["baseSize"], m["imageSize"], m["cropMode"], m["visionTokens"]) for m in modes["modes"]}
+    listed = {name: (m["base_size"], m["image_size"], m["crop_mode"], m["visionTokens"]) for name, m in modes["modes"].items()}
     assert listed == V1_MODES
+    assert list(modes["modes"])[0] == "gundam"  # the default mode first, as the seed listed it
 
 
 def test_loaded_with_remote_code_safetensors_eval_mode_and_attention_fallback(start_client, standin_v1: Path) -> None:
@@ -78,10 +79,10 @@ def test_original_v2_layout_has_the_v2_modes(start_client, standin_v2: Path) -> 
     client = start_client(checkpoint=standin_v2, ocr_max_new_tokens=UNCAPPED)
     body = client.get("/api/modes").json()
     assert body["family"] == "deepseek-ocr-2"
-    assert [(m["name"], m["baseSize"], m["imageSize"], m["cropMode"], m["visionTokens"]) for m in body["modes"]] == [
-        ("base", 1024, 1024, False, 256),
-        ("gundam", 1024, 768, True, 256 + 6 * 144),
-    ]
+    assert {name: (m["base_size"], m["image_size"], m["crop_mode"], m["visionTokens"]) for name, m in body["modes"].items()} == {
+        "base": (1024, 1024, False, 256),
+        "gundam": (1024, 768, True, 256 + 6 * 144),
+    }
     set_answer(standin_v2, "x")
     assert post(client, image_bytes(), mode="gundam").status_code == 200
     assert [(c["base_size"], c["image_size"], c["crop_mode"]) for c in calls(standin_v2)] == [(1024, 768, True)]
