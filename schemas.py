@@ -8,6 +8,8 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field
 from pydantic.alias_generators import to_camel
 
+from dsocr.catalogue import FinishReason
+
 
 class CamelModel(BaseModel):
     model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True)
@@ -61,9 +63,6 @@ class ModesResponse(CamelModel):
     family: str
     default_mode: str
     prompts: list[PromptInfo]
-
-
-FinishReason = Literal["stop", "length"]
 
 
 class RegionOut(CamelModel):

@@ -9,10 +9,9 @@ from pydantic import Field, ValidationError, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 from typing_extensions import Annotated
 
-from modes import ALL_MODE_NAMES
+from dsocr.catalogue import ALL_MODE_NAMES, DEFAULT_PROMPT
 
 ENV_PREFIX = "DEEPSEEK_"
-DEFAULT_PROMPT = "<image>\n<|grounding|>Convert the document to markdown."
 
 
 class AttnImpl(str, Enum):

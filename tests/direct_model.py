@@ -34,7 +34,7 @@ def expected_raw_text(
     inputs = processor(images=image, text=prompt, return_tensors="pt", **args)
     processors = []
     if ngram:
-        from generation import NGramRepetitionGuard, never_banned_ids
+        from dsocr.engines.generation import NGramRepetitionGuard, never_banned_ids
 
         processors.append(NGramRepetitionGuard(*ngram, inputs["input_ids"].shape[1], never_banned_ids(processor.tokenizer)))
     with torch.inference_mode():

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from cleaning import clean_output, parse_boxes, strip_eos
+from dsocr.pipeline.cleaning import clean_output, parse_boxes, strip_eos
 
 EOS = "<｜end▁of▁sentence｜>"
 

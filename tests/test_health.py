@@ -10,7 +10,7 @@ from fastapi.testclient import TestClient
 
 from app import create_app
 from conftest import make_settings
-from ocr_engine import ModelPathError
+from dsocr.engines.loading import ModelPathError
 
 
 def test_ready_health_names_model_engine_device_dtype_and_attention(client, native_checkpoint: Path) -> None:

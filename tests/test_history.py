@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from history import LIST_COLUMNS, HistoryStore, new_entry_id
+from dsocr.pipeline.history import LIST_COLUMNS, HistoryStore, new_entry_id
 
 
 def result(n: int) -> dict:

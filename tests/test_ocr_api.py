@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from cleaning import clean_output
+from dsocr.pipeline.cleaning import clean_output
 from conftest import TEST_MAX_NEW_TOKENS, image_bytes
 from direct_model import BASE_ARGS, GUNDAM_ARGS, expected_raw_text
 from settings import DEFAULT_PROMPT

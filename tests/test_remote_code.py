@@ -12,7 +12,7 @@ import pytest
 from PIL import Image
 
 from conftest import image_bytes
-from ocr_engine import detect_engine
+from dsocr.engines.loading import detect_engine
 from settings import DEFAULT_PROMPT, EngineChoice
 from standin_checkpoint import calls, load_arguments, set_answer
 
@@ -137,7 +137,7 @@ def test_a_failing_infer_is_a_500_with_request_id_and_the_service_recovers(start
 
 
 def test_engine_auto_detection_of_both_layouts(native_checkpoint: Path, standin_v1: Path) -> None:
-    from ocr_engine import read_config
+    from dsocr.engines.loading import read_config
 
     assert detect_engine(read_config(standin_v1)) is EngineChoice.remote_code
     assert detect_engine(read_config(native_checkpoint)) is EngineChoice.transformers

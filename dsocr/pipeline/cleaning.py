@@ -13,7 +13,7 @@ import re
 from dataclasses import dataclass, field
 from typing import Callable
 
-from ocr_engine import EOS_TOKEN
+from dsocr.catalogue import EOS_TOKEN
 
 # Boxes are on a 0..999 grid whatever the image size (upstream: int(v / 999 * size)).
 BOX_SCALE = 999

@@ -2,26 +2,18 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 from starlette.datastructures import UploadFile
 from starlette.requests import ClientDisconnect, Request
 from starlette.types import Message, Receive
 
-from errors import ClientGone, InvalidField, PayloadTooLarge, UnsupportedType
+from dsocr.errors import ClientGone, InvalidField, PayloadTooLarge, UnsupportedType
+from dsocr.pipeline.ocr_request import UploadForm
 
 # Room for the multipart boundaries and the small text fields around the file.
 FORM_OVERHEAD_BYTES = 64 * 1024
 MAX_TEXT_FIELD_BYTES = 64 * 1024
 MAX_TEXT_FIELDS = 16
 FILE_FIELD = "image"
-
-
-@dataclass
-class UploadForm:
-    filename: str
-    data: bytes
-    fields: dict[str, str]
 
 
 def _too_large(limit: int) -> PayloadTooLarge:

@@ -1,23 +1,26 @@
-"""Reads and checks an OCR request: the upload, the mode against the loaded family, the prompt against limits,
-the document's pages."""
+"""Checks an OCR request's form: the mode against the loaded family, the prompt against limits, the document's
+pages."""
 
 from __future__ import annotations
 
 import asyncio
 from dataclasses import dataclass
-from typing import Callable
 
-from starlette.requests import Request
-
-from documents import Document, load_document
-from errors import InvalidField
-from modes import Mode
+from dsocr.catalogue import Mode
+from dsocr.errors import InvalidField
+from dsocr.pipeline.documents import Document, load_document
 from ocr_engine import EngineInfo
 from settings import Settings
-from uploads import UploadForm, read_upload
 
 IMAGE_PLACEHOLDER = "<image>"
 OCR_TEXT_FIELDS = ("mode", "prompt", "pages", "task_id")
+
+
+@dataclass
+class UploadForm:
+    filename: str
+    data: bytes
+    fields: dict[str, str]
 
 
 def resolve_mode(requested: str | None, info: EngineInfo, default: str) -> Mode:
@@ -54,13 +57,8 @@ class OcrInput:
     task_id: str | None = None  # a progress task (POST /api/task/create) that follows this request
 
 
-async def read_ocr_request(
-    request: Request, info: EngineInfo, settings: Settings, on_form: Callable[[UploadForm], None] | None = None
-) -> OcrInput:
-    """`on_form` hears of the form once it is read, before the document is decoded."""
-    form = await read_upload(request, settings.max_upload_bytes, OCR_TEXT_FIELDS)
-    if on_form:
-        on_form(form)
+async def check_ocr_request(form: UploadForm, info: EngineInfo, settings: Settings) -> OcrInput:
+    """The form's mode, prompt and document, checked; the document decoded (or rendered) off the event loop."""
     mode = resolve_mode(form.fields.get("mode"), info, settings.ocr_default_mode)
     prompt = resolve_prompt(form.fields.get("prompt"), settings.ocr_default_prompt, settings.ocr_max_prompt_chars)
     document = await asyncio.to_thread(

@@ -10,13 +10,13 @@ from typing import Callable
 
 from PIL import Image
 
-from artifacts import figure_path, page_preview, save_page_artifacts
-from cleaning import CleanedPage, clean_output
-from documents import Document, PageImage
+from dsocr.pipeline.artifacts import figure_path, page_preview, save_page_artifacts
+from dsocr.pipeline.cleaning import CleanedPage, clean_output
+from dsocr.pipeline.documents import Document, PageImage
 from ocr_engine import OcrEngine, PageRequest
-from ocr_request import OcrInput
-from runs import Run
-from scheduler import BatchScheduler, Timings
+from dsocr.pipeline.ocr_request import OcrInput
+from dsocr.pipeline.runs import Run
+from dsocr.serving.scheduler import BatchScheduler, Timings
 from schemas import LayoutBox, LayoutItem, OcrResponse, PageLayout, PageOut, RegionOut, TimingsOut
 
 # Upstream's PDF script joins pages with this line.

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 
 from PIL import Image, ImageOps
 
-from errors import BadUpload, InvalidField, PayloadTooLarge, UnsupportedType
+from dsocr.errors import BadUpload, InvalidField, PayloadTooLarge, UnsupportedType
 
 # PDF points are 1/72 inch.
 POINTS_PER_INCH = 72

@@ -9,7 +9,8 @@ from typing import Any
 
 import torch
 
-from ocr_engine import EOS_TOKEN, EngineInfo, FinishReason, OcrEngine, PageRequest, PageResult
+from dsocr.catalogue import EOS_TOKEN, FinishReason
+from ocr_engine import EngineInfo, OcrEngine, PageRequest, PageResult
 from settings import Settings
 
 log = logging.getLogger("deepseek_ocr.engine")

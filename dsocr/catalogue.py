@@ -1,9 +1,18 @@
-"""Resolution modes of each DeepSeek-OCR model family, with upstream's sizes and vision-token counts."""
+"""What the service knows of DeepSeek-OCR: its model families, their resolution modes (upstream's sizes and
+vision-token counts), upstream's prompts, its end-of-sentence token and how an answer can finish."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from enum import Enum
+from typing import Literal
+
+# Upstream's end-of-sentence token (full-width bars); it ends every complete answer.
+EOS_TOKEN = "<｜end▁of▁sentence｜>"
+# "stop": the model ended its answer; "length": it hit DEEPSEEK_OCR_MAX_NEW_TOKENS.
+FinishReason = Literal["stop", "length"]
+# The seed's default prompt.
+DEFAULT_PROMPT = "<image>\n<|grounding|>Convert the document to markdown."
 
 # Both encoders cut the image into 16 px patches and downsample them 4x per side (upstream deepencoder):
 # a view of S pixels becomes (S / 64)^2 vision tokens.
@@ -86,7 +95,7 @@ class PromptPreset:
 
 # The prompts of the upstream README.
 PROMPT_PRESETS = (
-    PromptPreset("document", "<image>\n<|grounding|>Convert the document to markdown."),
+    PromptPreset("document", DEFAULT_PROMPT),
     PromptPreset("ocr", "<image>\n<|grounding|>OCR this image."),
     PromptPreset("free", "<image>\nFree OCR."),
     PromptPreset("figure", "<image>\nParse the figure."),

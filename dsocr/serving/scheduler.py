@@ -11,7 +11,7 @@ from collections import deque
 from dataclasses import dataclass, field
 from typing import Callable
 
-from metrics import Metrics
+from dsocr.serving.metrics import Metrics
 from ocr_engine import OcrEngine, PageRequest, PageResult
 
 log = logging.getLogger("deepseek_ocr.scheduler")

@@ -6,8 +6,8 @@ from typing import Any
 
 import torch
 
-from generation import BatchTextStreamer, NGramRepetitionGuard, StopAbandoned, never_banned_ids
-from modes import Mode, ModelFamily
+from dsocr.engines.generation import BatchTextStreamer, NGramRepetitionGuard, StopAbandoned, never_banned_ids
+from dsocr.catalogue import Mode, ModelFamily
 from ocr_engine import EngineInfo, OcrEngine, PageRequest, PageResult
 from settings import Settings
 

@@ -4,7 +4,6 @@ created first, followed over server-sent events, and named by the OCR request's 
 from __future__ import annotations
 
 import asyncio
-import json
 import secrets
 import time
 from collections import OrderedDict
@@ -18,6 +17,8 @@ STAGE_PERCENT = {"pending": 0, "upload": 5, "preprocessing": 10, "inference": 20
                  "complete": 100, "error": 100}
 # A comment line this often while nothing changes, so that proxies keep an idle stream open.
 KEEPALIVE_S = 15
+# What a follower is sent: an event name (None: an unnamed message) and the state.
+Message = tuple[str | None, dict]
 # States kept for a follower that reads slower than the task changes.
 MAX_PENDING_STATES = 64
 
@@ -94,12 +95,12 @@ class TaskRegistry:
             del self.tasks[task.id]
             task.publish(None)
 
-    async def follow(self, task_id: str) -> AsyncIterator[bytes]:
-        """Server-sent events: the task's state now and at every change, as unnamed `data:` messages, then
-        `event: complete` once it completes or fails. An unknown or expired task ends at once, as an error."""
+    async def follow(self, task_id: str) -> AsyncIterator[Message | None]:
+        """The task's state now and at every change, as unnamed messages, then a `complete` one once it completes
+        or fails; None now and then while nothing changes. An unknown or expired task ends at once, as an error."""
         task = self.get(task_id)
         if task is None:
-            yield _message(_gone("Unknown or expired task id"), "complete")
+            yield "complete", _gone("Unknown or expired task id")
             return
         queue: asyncio.Queue[dict | None] = asyncio.Queue()
         task.followers.add(queue)
@@ -107,15 +108,15 @@ class TaskRegistry:
             state: dict | None = task.state()
             while True:
                 if state is None:
-                    yield _message(_gone("The task expired"), "complete")
+                    yield "complete", _gone("The task expired")
                     return
-                yield _message(state)
+                yield None, state
                 if state["stage"] in FINAL_STAGES:
-                    yield _message(state, "complete")
+                    yield "complete", state
                     return
                 state = await self._next_state(task, queue)
                 while state is _KEEPALIVE:
-                    yield b": keep-alive\n\n"
+                    yield None
                     state = await self._next_state(task, queue)
         finally:
             task.followers.discard(queue)
@@ -133,11 +134,6 @@ _KEEPALIVE: dict = {}
 
 def _gone(message: str) -> dict:
     return {"stage": "error", "current": 0, "total": 0, "message": message, "percent": 100}
-
-
-def _message(data: dict, event: str | None = None) -> bytes:
-    head = f"event: {event}\n" if event else ""
-    return f"{head}data: {json.dumps(data, ensure_ascii=False)}\n\n".encode()
 
 
 class TaskReporter:

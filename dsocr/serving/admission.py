@@ -8,8 +8,8 @@ from typing import Awaitable, TypeVar
 
 from starlette.requests import Request
 
-from errors import ClientGone, TimedOut, Unavailable
-from metrics import Metrics
+from dsocr.errors import ClientGone, TimedOut, Unavailable
+from dsocr.serving.metrics import Metrics
 
 T = TypeVar("T")
 

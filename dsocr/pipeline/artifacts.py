@@ -10,7 +10,7 @@ from pathlib import Path
 
 from PIL import Image, ImageDraw
 
-from cleaning import CleanedPage
+from dsocr.pipeline.cleaning import CleanedPage
 
 ANNOTATED_NAME = "result_with_boxes.jpg"
 JPEG_QUALITY = 90

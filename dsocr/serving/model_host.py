@@ -6,9 +6,10 @@ import logging
 import threading
 from typing import Literal
 
-from errors import Unavailable
-from modes import FAMILY_MODES, ModelFamily
-from ocr_engine import OcrEngine, detect_family, fetch_config, load_engine
+from dsocr.errors import Unavailable
+from dsocr.catalogue import FAMILY_MODES, ModelFamily
+from dsocr.engines.loading import detect_family, fetch_config, load_engine
+from ocr_engine import OcrEngine
 from settings import Settings
 
 log = logging.getLogger("deepseek_ocr.model")

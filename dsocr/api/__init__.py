@@ -1,0 +1,1 @@
+"""The HTTP edge: routes by feature, reading uploads, server-sent events, errors as JSON."""

@@ -1,0 +1,21 @@
+"""GET /api/runs/{runId}/...: the figure crops and annotated pages of finished runs."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, Request
+from fastapi.responses import FileResponse
+
+from dsocr.errors import NotFound
+
+router = APIRouter()
+
+ARTIFACT_TYPES = {".jpg": "image/jpeg", ".jpeg": "image/jpeg", ".png": "image/png"}
+
+
+@router.get("/api/runs/{run_id}/{artifact:path}", response_class=FileResponse)
+async def run_artifact(run_id: str, artifact: str, request: Request) -> FileResponse:
+    """A figure crop or annotated page of a finished run, while the run is kept."""
+    path = request.app.state.runs.artifact(run_id, artifact)
+    if path is None:
+        raise NotFound("No such artifact (unknown or expired run, or not a file of it)")
+    return FileResponse(path, media_type=ARTIFACT_TYPES.get(path.suffix.lower(), "application/octet-stream"))

@@ -1,0 +1,26 @@
+"""The shared resources handlers reach through FastAPI dependencies (so that tests can swap them)."""
+
+from __future__ import annotations
+
+from fastapi import Depends, Request
+
+from dsocr.pipeline.history import HistoryStore
+from dsocr.serving.model_host import ModelState
+from ocr_engine import OcrEngine
+from settings import Settings
+
+
+def get_settings(request: Request) -> Settings:
+    return request.app.state.settings
+
+
+def get_model_state(request: Request) -> ModelState:
+    return request.app.state.model
+
+
+def ready_engine(model: ModelState = Depends(get_model_state)) -> OcrEngine:
+    return model.ready_engine()
+
+
+def get_history(request: Request) -> HistoryStore | None:
+    return request.app.state.history

@@ -1,0 +1,50 @@
+"""Errors as JSON `{"detail": ...}`: the service's own errors with their status, FastAPI's parameter checks as
+one sentence, anything else as a 500 whose request id is in the log."""
+
+from __future__ import annotations
+
+import logging
+import uuid
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+
+from dsocr.errors import ServiceError
+
+log = logging.getLogger("deepseek_ocr")
+
+
+async def service_error(request: Request, exc: ServiceError) -> JSONResponse:
+    request.app.state.metrics.failures.labels(exc.reason).inc()
+    return JSONResponse({"detail": exc.detail}, status_code=exc.status_code, headers=exc.headers)
+
+
+async def invalid_request(request: Request, exc: RequestValidationError) -> JSONResponse:
+    """FastAPI's parameter checks, as one sentence like every other error."""
+    problems = "; ".join(
+        f"{'.'.join(str(part) for part in error['loc'] if part not in ('query', 'path', 'body'))}: {error['msg']}"
+        for error in exc.errors()
+    )
+    request.app.state.metrics.failures.labels("invalid_field").inc()
+    return JSONResponse({"detail": f"Invalid request: {problems}"}, status_code=422)
+
+
+async def internal_error(request: Request, exc: Exception) -> JSONResponse:
+    request_id = log_internal_error(request.app, f"{request.method} {request.url.path}", exc)
+    return JSONResponse(
+        {"detail": f"Internal error (request id {request_id})", "requestId": request_id}, status_code=500
+    )
+
+
+def log_internal_error(app: FastAPI, what: str, exc: BaseException) -> str:
+    request_id = uuid.uuid4().hex[:12]
+    log.error("request %s failed [request id %s]", what, request_id, exc_info=exc)
+    app.state.metrics.failures.labels("internal").inc()
+    return request_id
+
+
+def install_error_handlers(app: FastAPI) -> None:
+    app.add_exception_handler(ServiceError, service_error)
+    app.add_exception_handler(RequestValidationError, invalid_request)
+    app.add_exception_handler(Exception, internal_error)

@@ -1,0 +1,46 @@
+"""Probes and metrics: liveness always, readiness once the model is loaded, Prometheus text."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, Depends, Request
+from fastapi.responses import JSONResponse, Response
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+from dsocr.api.dependencies import get_model_state
+from dsocr.serving.model_host import ModelState
+from schemas import HealthNotReady, HealthReady
+
+router = APIRouter()
+
+
+@router.get("/health/live")
+async def health_live() -> dict[str, str]:
+    return {"status": "alive"}
+
+
+@router.get(
+    "/health",
+    response_model=HealthReady,
+    responses={503: {"model": HealthNotReady, "description": "loading, or the load failed"}},
+)
+@router.get("/health/ready", response_model=HealthReady, include_in_schema=False)
+async def health(model: ModelState = Depends(get_model_state)) -> HealthReady | JSONResponse:
+    if model.engine is None:
+        status = "error" if model.status == "error" else "loading"
+        body = HealthNotReady(status=status, modes=model.mode_names, detail=model.detail)
+        return JSONResponse(body.model_dump(by_alias=True), status_code=503)
+    info = model.engine.info
+    return HealthReady(
+        modes=[mode.name for mode in info.modes],
+        model=info.model,
+        engine=info.engine,
+        family=info.family.value,
+        device=info.device,
+        dtype=info.dtype,
+        attn_implementation=info.attn_implementation,
+    )
+
+
+@router.get("/metrics", include_in_schema=False)
+async def metrics(request: Request) -> Response:
+    return Response(generate_latest(request.app.state.metrics.registry), media_type=CONTENT_TYPE_LATEST)

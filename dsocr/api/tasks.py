@@ -1,0 +1,38 @@
+"""Progress tasks: created by a client, followed over server-sent events, named by an OCR request's `task_id`."""
+
+from __future__ import annotations
+
+from typing import AsyncIterator
+
+from fastapi import APIRouter, Request
+from fastapi.responses import StreamingResponse
+
+from dsocr.api.sse import KEEPALIVE, SSE_HEADERS, sse
+from dsocr.pipeline.progress import TaskRegistry
+from schemas import TaskCreated
+
+router = APIRouter()
+
+
+@router.post("/api/task/create", response_model=TaskCreated)
+async def create_task(request: Request) -> TaskCreated:
+    """A progress task: follow it at /api/progress/{taskId}, and name it in an OCR request's `task_id` field."""
+    return TaskCreated(task_id=request.app.state.tasks.create().id)
+
+
+@router.get(
+    "/api/progress/{task_id}",
+    response_class=StreamingResponse,
+    responses={200: {"content": {"text/event-stream": {}}, "description": "the task's stages, then `event: complete`"}},
+)
+async def task_progress(task_id: str, request: Request) -> StreamingResponse:
+    """Server-sent events: `data: {"stage", "current", "total", "message", "percent"}` now and at every change
+    (stages pending, upload, preprocessing, inference, postprocessing, complete, error), then `event: complete`.
+    An unknown or expired task ends at once with stage `error`."""
+    return StreamingResponse(_events(request.app.state.tasks, task_id), media_type="text/event-stream",
+                             headers=SSE_HEADERS)
+
+
+async def _events(tasks: TaskRegistry, task_id: str) -> AsyncIterator[bytes]:
+    async for message in tasks.follow(task_id):
+        yield KEEPALIVE if message is None else sse(*message)

@@ -1,0 +1,61 @@
+"""One OCR request's work once its input is checked: its run folder, its pages read, its result kept in the
+history, its progress task told each step."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+
+from dsocr.pipeline.history import HistoryStore, new_entry_id
+from dsocr.pipeline.ocr_request import OcrInput
+from dsocr.pipeline.pages import EventSink, read_document
+from dsocr.pipeline.progress import TaskReporter
+from dsocr.pipeline.runs import RunStore
+from dsocr.serving.scheduler import BatchScheduler
+from ocr_engine import OcrEngine
+from schemas import OcrResponse
+
+log = logging.getLogger("deepseek_ocr")
+
+
+async def read_in_run(
+    ocr: OcrInput, engine: OcrEngine, scheduler: BatchScheduler, runs: RunStore, history: HistoryStore | None,
+    reporter: TaskReporter, previews: bool, on_event: EventSink | None = None,
+) -> OcrResponse:
+    """Reads the document in a run folder of its own (kept when it holds artifacts, removed on failure), and
+    keeps the result in the history. `on_event` hears the pipeline's events, the raw text as it is generated
+    included."""
+    run = runs.create()
+    reporter.pages(len(ocr.document.pages))
+
+    def on_pipeline_event(name: str, data: dict) -> None:
+        reporter.event(name, data)
+        if on_event:
+            on_event(name, data)
+
+    try:
+        response = await read_document(
+            ocr, engine, scheduler, run, on_pipeline_event, previews, stream_text=on_event is not None
+        )
+        reporter.postprocessing()
+        await asyncio.to_thread(runs.keep, run)
+    except BaseException:
+        runs.discard(run)
+        raise
+    response = await remember(history, response)
+    reporter.complete()
+    return response
+
+
+async def remember(history: HistoryStore | None, response: OcrResponse) -> OcrResponse:
+    """The result with its `historyId`, once kept; a history that cannot be written never fails the answer."""
+    if history is None:
+        return response
+    entry_id = new_entry_id()
+    kept = response.model_copy(update={"history_id": entry_id})
+    try:
+        await asyncio.to_thread(history.add, entry_id, kept.model_dump(by_alias=True))
+    except Exception:
+        log.exception("could not keep the result in the history")
+        return response
+    return kept
