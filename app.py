@@ -4,12 +4,16 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
+import signal
+import threading
 from contextlib import asynccontextmanager
-from typing import AsyncIterator
+from typing import AsyncIterator, Callable
 
 from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
 
+from dsocr.serving.workers import in_worker
 from dsocr.api import artifacts, health, history, modes, ocr, tasks
 from dsocr.api.errors import install_error_handlers
 from dsocr.engines.loading import ModelPathError, resolve_model_source
@@ -18,8 +22,7 @@ from dsocr.pipeline.progress import TaskRegistry
 from dsocr.pipeline.runs import RunStore
 from dsocr.serving.admission import Admission
 from dsocr.serving.metrics import Metrics, RequestMetricsMiddleware
-from dsocr.serving.model_host import ModelState
-from dsocr.serving.scheduler import BatchScheduler
+from dsocr.serving.model_host import ModelHost
 from settings import Settings, SettingsError, load_settings
 
 log = logging.getLogger("deepseek_ocr")
@@ -44,34 +47,75 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     history_store: HistoryStore | None = app.state.history
     if history_store:
         history_store.open()
-    app.state.model.start_loading(settings, source)
-    app.state.scheduler.start()
+    host: ModelHost = app.state.model
+    host.start(settings, source)
+    drain_on_sigterm(app, host, settings.ocr_shutdown_grace_s)
     sweeper = asyncio.create_task(sweep(runs, history_store, min(SWEEP_INTERVAL_S, max(settings.ocr_run_ttl_s, 1))))
     yield
     sweeper.cancel()
-    await app.state.scheduler.stop()
+    await host.stop(settings.ocr_shutdown_grace_s)
     if history_store:
         history_store.close()
+    if app.state.exit_code:
+        logging.shutdown()
+        os._exit(app.state.exit_code)  # a model that cannot serve: exit non-zero, so that the process is restarted
+
+
+def drain_on_sigterm(app: FastAPI, host: ModelHost, grace_s: float) -> None:
+    """Under uvicorn, SIGTERM first drains: new requests get 503, /health says "draining", admitted work gets
+    `grace_s` to finish (then fails with 503); only then is uvicorn told to stop. A fatal model error stops
+    uvicorn at once, with a non-zero exit. Outside uvicorn's main thread (tests' in-process clients) neither
+    applies."""
+    uvicorn_handler = signal.getsignal(signal.SIGTERM)
+    if threading.current_thread() is not threading.main_thread() or not callable(uvicorn_handler):
+        return
+    loop = asyncio.get_running_loop()
+    stop_server: Callable[[], None] = lambda: uvicorn_handler(signal.SIGTERM, None)  # noqa: E731
+    draining: list[asyncio.Task] = []
+
+    async def drain() -> None:
+        log.info("SIGTERM: draining for up to %g s (DEEPSEEK_OCR_SHUTDOWN_GRACE_S)", grace_s)
+        await host.stop(grace_s)
+        stop_server()
+
+    def start_draining() -> None:
+        if draining:  # a second SIGTERM: stop now
+            stop_server()
+        else:
+            draining.append(asyncio.create_task(drain()))
+
+    def fatal() -> None:
+        app.state.exit_code = 1
+        stop_server()
+
+    signal.signal(signal.SIGTERM, lambda signum, frame: loop.call_soon_threadsafe(start_draining))
+    host.on_fatal = fatal
 
 
 async def sweep(runs: RunStore, history_store: HistoryStore | None, interval_s: float) -> None:
+    """Removes expired runs and history entries now and then; a failed round is logged, the next one runs."""
     while True:
         await asyncio.sleep(interval_s)
-        await asyncio.to_thread(runs.sweep)
-        if history_store:
-            await asyncio.to_thread(history_store.prune)
+        for housekeeping in (runs.sweep, history_store.prune if history_store else None):
+            if housekeeping is None:
+                continue
+            try:
+                await in_worker(housekeeping)
+            except Exception:
+                log.exception("housekeeping (%s) failed; trying again in %g s", housekeeping.__qualname__, interval_s)
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or load_settings()
     app = FastAPI(title="DeepSeek-OCR service", lifespan=lifespan)
     app.state.settings = settings
-    app.state.model = ModelState()
+    app.state.exit_code = 0
     app.state.runs = RunStore(
         settings.ocr_runs_dir, ttl_s=settings.ocr_run_ttl_s, max_bytes=int(settings.ocr_runs_max_mb * 1024 * 1024)
     )
     app.state.metrics = metrics = Metrics()
-    app.state.scheduler = BatchScheduler(settings.ocr_max_batch_size, settings.ocr_batch_wait_ms / 1000, metrics)
+    app.state.model = host = ModelHost(settings, metrics)
+    app.state.scheduler = host.scheduler
     app.state.admission = Admission(settings.ocr_max_queue, metrics)
     app.state.tasks = TaskRegistry(MAX_TASKS, TASK_TTL_S)
     app.state.history = (

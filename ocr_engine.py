@@ -13,7 +13,7 @@ from PIL import Image
 from dsocr.catalogue import FinishReason, Mode, ModelFamily
 
 
-@dataclass
+@dataclass(eq=False)  # compared by identity: a request holds a whole page image
 class PageRequest:
     """One page image, validated and oriented, with the prompt and mode it is to be read with."""
 

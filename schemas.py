@@ -28,7 +28,7 @@ class HealthReady(CamelModel):
 
 
 class HealthNotReady(CamelModel):
-    status: Literal["loading", "error"]
+    status: Literal["loading", "draining", "error"]
     model_loaded: Literal[False] = False
     modes: list[str]  # known as soon as the checkpoint's config.json is read; empty before
     detail: str

@@ -57,6 +57,39 @@ class Mode:
         return self.global_tokens + (self.tile_tokens * self.max_tiles if self.crop_mode else 0)
 
 
+def tile_grid(mode: Mode, width: int, height: int) -> tuple[int, int]:
+    """Columns and rows of tiles a page is cut into (upstream's dynamic preprocessing): the grid of
+    `min_tiles`..`max_tiles` tiles whose shape is closest to the page's; (0, 0) without cropping or for a page
+    that fits in one tile."""
+    if not mode.crop_mode or (width <= mode.image_size and height <= mode.image_size):
+        return 0, 0
+    aspect = width / height
+    grids = sorted(
+        {(cols, rows) for cols in range(1, mode.max_tiles + 1) for rows in range(1, mode.max_tiles + 1)
+         if mode.min_tiles <= cols * rows <= mode.max_tiles},
+        key=lambda grid: grid[0] * grid[1],
+    )
+    best, best_difference = grids[0], float("inf")
+    for cols, rows in grids:
+        difference = abs(aspect - cols / rows)
+        if difference < best_difference:
+            best, best_difference = (cols, rows), difference
+        elif difference == best_difference and width * height > 0.5 * mode.image_size**2 * cols * rows:
+            best = (cols, rows)
+    return best
+
+
+def vision_tokens(mode: Mode, width: int, height: int) -> int:
+    """The vision tokens a page of `width` x `height` pixels costs in `mode`."""
+    cols, rows = tile_grid(mode, width, height)
+    return mode.global_tokens + mode.tile_tokens * cols * rows
+
+
+def strip_eos(raw: str) -> str:
+    """The answer without the end-of-sentence token that ends a complete one, and without surrounding space."""
+    return raw.strip().removesuffix(EOS_TOKEN).strip()
+
+
 def _fixed(name: str, size: int, what: str, speed: str, quality: str) -> Mode:
     description = f"{size}x{size} single view, {tokens_for_view(size)} vision tokens; {what}"
     return Mode(name, size, size, False, 0, 0, description, f"{name.capitalize()} ({size}x{size})", speed, quality)

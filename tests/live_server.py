@@ -30,6 +30,9 @@ class Server:
         base = {k: v for k, v in os.environ.items() if not k.upper().startswith("DEEPSEEK_")}
         # A file, not a pipe: a pipe nobody reads fills up and blocks the server's logging.
         self.log = tempfile.TemporaryFile("w+")
+        # Nothing of the server's is left in the repository: the history goes to a folder of its own.
+        self.history = tempfile.TemporaryDirectory(prefix="history-")
+        env = {"DEEPSEEK_OCR_HISTORY_DIR": self.history.name, **env}
         self.process = subprocess.Popen(
             [sys.executable, "-m", "uvicorn", "app:app", "--host", "127.0.0.1", "--port", str(self.port)],
             cwd=ROOT, env={**base, **env}, stdout=self.log, stderr=subprocess.STDOUT, text=True,
@@ -55,10 +58,11 @@ class Server:
     def stop(self) -> None:
         self.process.terminate()
         try:
-            self.process.wait(timeout=20)
+            self.process.wait(timeout=60)
         except subprocess.TimeoutExpired:
             self.process.kill()
             self.process.wait()
+        self.history.cleanup()
 
 
 def metric(server_url: str, name: str, **labels: str) -> float:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from fastapi import Depends, Request
 
 from dsocr.pipeline.history import HistoryStore
-from dsocr.serving.model_host import ModelState
+from dsocr.serving.model_host import ModelHost
 from ocr_engine import OcrEngine
 from settings import Settings
 
@@ -14,11 +14,11 @@ def get_settings(request: Request) -> Settings:
     return request.app.state.settings
 
 
-def get_model_state(request: Request) -> ModelState:
+def get_model_host(request: Request) -> ModelHost:
     return request.app.state.model
 
 
-def ready_engine(model: ModelState = Depends(get_model_state)) -> OcrEngine:
+def ready_engine(model: ModelHost = Depends(get_model_host)) -> OcrEngine:
     return model.ready_engine()
 
 

@@ -6,8 +6,8 @@ from fastapi import APIRouter, Depends, Request
 from fastapi.responses import JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from dsocr.api.dependencies import get_model_state
-from dsocr.serving.model_host import ModelState
+from dsocr.api.dependencies import get_model_host
+from dsocr.serving.model_host import LOADING_RETRY_AFTER_S, ModelHost
 from schemas import HealthNotReady, HealthReady
 
 router = APIRouter()
@@ -21,14 +21,14 @@ async def health_live() -> dict[str, str]:
 @router.get(
     "/health",
     response_model=HealthReady,
-    responses={503: {"model": HealthNotReady, "description": "loading, or the load failed"}},
+    responses={503: {"model": HealthNotReady, "description": "loading, draining, or unable to serve"}},
 )
 @router.get("/health/ready", response_model=HealthReady, include_in_schema=False)
-async def health(model: ModelState = Depends(get_model_state)) -> HealthReady | JSONResponse:
-    if model.engine is None:
-        status = "error" if model.status == "error" else "loading"
-        body = HealthNotReady(status=status, modes=model.mode_names, detail=model.detail)
-        return JSONResponse(body.model_dump(by_alias=True), status_code=503)
+async def health(model: ModelHost = Depends(get_model_host)) -> HealthReady | JSONResponse:
+    if model.status != "ready" or model.engine is None:
+        body = HealthNotReady(status=model.status, modes=model.mode_names, detail=model.detail)
+        headers = {"Retry-After": str(LOADING_RETRY_AFTER_S)} if model.status == "loading" else None
+        return JSONResponse(body.model_dump(by_alias=True), status_code=503, headers=headers)
     info = model.engine.info
     return HealthReady(
         modes=[mode.name for mode in info.modes],

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import json
 from enum import Enum
 from pathlib import PurePath
@@ -11,6 +10,7 @@ from urllib.parse import quote
 from fastapi import APIRouter, Depends, Query
 from fastapi.responses import JSONResponse, Response
 
+from dsocr.serving.workers import in_worker
 from dsocr.api.dependencies import get_history
 from dsocr.errors import NotFound
 from dsocr.pipeline.history import HistoryStore
@@ -42,12 +42,12 @@ async def history_list(
     """Kept results, newest first (empty when DEEPSEEK_OCR_HISTORY is off)."""
     if history is None:
         return HistoryList(items=[])
-    rows = await asyncio.to_thread(history.list, limit)
+    rows = await in_worker(history.list, limit)
     return HistoryList(items=[HistoryItem(**row) for row in rows])
 
 
 async def _history_entry(entry_id: str, history: HistoryStore | None) -> dict:
-    entry = await asyncio.to_thread(history.get, entry_id) if history else None
+    entry = await in_worker(history.get, entry_id) if history else None
     if entry is None:
         raise NotFound("No such history entry (unknown or expired)")
     return entry

@@ -141,9 +141,6 @@ def load_engine(settings: Settings, source: str, config: dict[str, Any] | None =
         from dsocr.engines.native import NativeEngine
 
         engine = NativeEngine.load(info, dtype, settings)
-    if engine.info.mode(settings.ocr_default_mode) is None:
-        valid = ", ".join(mode.name for mode in engine.info.modes)
-        raise ValueError(f"DEEPSEEK_OCR_DEFAULT_MODE={settings.ocr_default_mode!r} is not a mode of {family.value} ({valid})")
     log.info("model ready: %s (%s, %s engine) on %s, %s, attention %s",
              info.model, info.family.value, info.engine, info.device, info.dtype, info.attn_implementation)
     return engine

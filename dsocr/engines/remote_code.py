@@ -9,7 +9,7 @@ from typing import Any
 
 import torch
 
-from dsocr.catalogue import EOS_TOKEN, FinishReason
+from dsocr.catalogue import FinishReason, strip_eos
 from ocr_engine import EngineInfo, OcrEngine, PageRequest, PageResult
 from settings import Settings
 
@@ -94,7 +94,7 @@ class RemoteCodeEngine(OcrEngine):
             image_file.unlink(missing_ok=True)
         if not isinstance(raw, str):
             raise RuntimeError(f"model.infer returned {type(raw).__name__}, not the text (eval_mode=True ignored?)")
-        raw = raw.removesuffix(EOS_TOKEN).strip()
+        raw = strip_eos(raw)
         if cap.finish_reason is None:  # infer did not go through self.generate: judge by the text's length
             tokens = len(self.tokenizer.encode(raw, add_special_tokens=False))
             return PageResult(raw, "length" if tokens >= self.max_new_tokens else "stop", tokens)

@@ -13,7 +13,7 @@ import re
 from dataclasses import dataclass, field
 from typing import Callable
 
-from dsocr.catalogue import EOS_TOKEN
+from dsocr.catalogue import strip_eos
 
 # Boxes are on a 0..999 grid whatever the image size (upstream: int(v / 999 * size)).
 BOX_SCALE = 999
@@ -56,13 +56,6 @@ class CleanedPage:
 
 def upstream_figure_link(index: int) -> str:
     return f"images/{index}.jpg"
-
-
-def strip_eos(raw: str) -> str:
-    text = raw.strip()
-    if text.endswith(EOS_TOKEN):
-        text = text[: -len(EOS_TOKEN)]
-    return text.strip()
 
 
 def clean_text(text: str) -> str:

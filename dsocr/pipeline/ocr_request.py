@@ -3,9 +3,9 @@ pages."""
 
 from __future__ import annotations
 
-import asyncio
 from dataclasses import dataclass
 
+from dsocr.serving.workers import in_worker
 from dsocr.catalogue import Mode
 from dsocr.errors import InvalidField
 from dsocr.pipeline.documents import Document, load_document
@@ -61,7 +61,7 @@ async def check_ocr_request(form: UploadForm, info: EngineInfo, settings: Settin
     """The form's mode, prompt and document, checked; the document decoded (or rendered) off the event loop."""
     mode = resolve_mode(form.fields.get("mode"), info, settings.ocr_default_mode)
     prompt = resolve_prompt(form.fields.get("prompt"), settings.ocr_default_prompt, settings.ocr_max_prompt_chars)
-    document = await asyncio.to_thread(
+    document = await in_worker(
         load_document, form.data, form.fields.get("pages"), settings.ocr_max_image_pixels,
         settings.ocr_pdf_dpi, settings.ocr_max_pdf_pages,
     )

@@ -3,9 +3,9 @@ history, its progress task told each step."""
 
 from __future__ import annotations
 
-import asyncio
 import logging
 
+from dsocr.serving.workers import in_worker
 from dsocr.pipeline.history import HistoryStore, new_entry_id
 from dsocr.pipeline.ocr_request import OcrInput
 from dsocr.pipeline.pages import EventSink, read_document
@@ -38,7 +38,7 @@ async def read_in_run(
             ocr, engine, scheduler, run, on_pipeline_event, previews, stream_text=on_event is not None
         )
         reporter.postprocessing()
-        await asyncio.to_thread(runs.keep, run)
+        await in_worker(runs.keep, run)
     except BaseException:
         runs.discard(run)
         raise
@@ -54,7 +54,7 @@ async def remember(history: HistoryStore | None, response: OcrResponse) -> OcrRe
     entry_id = new_entry_id()
     kept = response.model_copy(update={"history_id": entry_id})
     try:
-        await asyncio.to_thread(history.add, entry_id, kept.model_dump(by_alias=True))
+        await in_worker(history.add, entry_id, kept.model_dump(by_alias=True))
     except Exception:
         log.exception("could not keep the result in the history")
         return response

@@ -10,6 +10,7 @@ from typing import Callable
 
 from PIL import Image
 
+from dsocr.serving.workers import in_worker
 from dsocr.pipeline.artifacts import figure_path, page_preview, save_page_artifacts
 from dsocr.pipeline.cleaning import CleanedPage, clean_output
 from dsocr.pipeline.documents import Document, PageImage
@@ -78,7 +79,7 @@ async def read_page(
     result, timings = await scheduler.submit(engine, request, on_progress)
     image = page.image
     cleaned = clean_output(result.raw_text, image.width, image.height, lambda i: run.url(figure_path(prefix, i)))
-    annotated, preview = await asyncio.to_thread(_finish_page, run.path, prefix, image, cleaned, previews)
+    annotated, preview = await in_worker(_finish_page, run.path, prefix, image, cleaned, previews)
     out = PageOut(
         page=page.number,
         page_index=index,

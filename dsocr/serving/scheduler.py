@@ -1,5 +1,9 @@
 """The queue between requests and the model: pages are gathered into batches of one mode, and one batch at a
-time runs on the model (the seed's lock, at batch level), in a worker thread, off the event loop."""
+time goes to the model host (the seed's lock, at batch level).
+
+The loop is total: it never runs an empty batch, one guard covers a whole batch (result handling included), an
+engine that answers the wrong number of pages fails that batch and the loop goes on, and if the loop itself
+dies, whoever watches it (the model host) is told."""
 
 from __future__ import annotations
 
@@ -7,10 +11,10 @@ import asyncio
 import itertools
 import logging
 import time
-from collections import deque
 from dataclasses import dataclass, field
-from typing import Callable
+from typing import Awaitable, Callable
 
+from dsocr.errors import ServiceError
 from dsocr.serving.metrics import Metrics
 from ocr_engine import OcrEngine, PageRequest, PageResult
 
@@ -18,6 +22,10 @@ log = logging.getLogger("deepseek_ocr.scheduler")
 
 # What a waiting page is told: ("queued", {"position": n}), ("started", {"batchSize": n}).
 ProgressCallback = Callable[[str, dict], None]
+# One page's outcome of a batch: its result, or the error that page alone ends in.
+BatchOutcome = PageResult | BaseException
+# Runs a batch on the model: one outcome per request, in order.
+BatchRunner = Callable[[OcrEngine, list[PageRequest]], Awaitable[list[BatchOutcome]]]
 
 
 @dataclass
@@ -27,7 +35,7 @@ class Timings:
     batch_id: int
 
 
-@dataclass
+@dataclass(eq=False)  # compared and hashed by identity: a queue lookup never compares page images
 class _Job:
     engine: OcrEngine
     request: PageRequest
@@ -40,39 +48,48 @@ class _Job:
 
 
 class BatchScheduler:
-    def __init__(self, max_batch_size: int, batch_wait_s: float, metrics: Metrics) -> None:
+    def __init__(self, max_batch_size: int, batch_wait_s: float, metrics: Metrics, run_batch: BatchRunner) -> None:
         self.max_batch_size = max_batch_size
         self.batch_wait_s = batch_wait_s
         self.metrics = metrics
-        self.queue: deque[_Job] = deque()
-        self.arrived = asyncio.Event()
+        self.run_batch = run_batch
+        # Insertion-ordered, removal in O(1): a dict used as an ordered set of the waiting jobs.
+        self.queue: dict[_Job, None] = {}
+        self.running: list[_Job] = []
+        self.changed = asyncio.Event()  # a job arrived or left
         self.batch_ids = itertools.count(1)
         self.task: asyncio.Task | None = None
+        self.closed: ServiceError | None = None  # once set, new pages are refused with it
 
-    def start(self) -> None:
+    def start(self, on_death: Callable[[str, BaseException], None]) -> None:
         self.task = asyncio.create_task(self._serve(), name="batch-scheduler")
 
-    async def stop(self) -> None:
-        if self.task:
-            self.task.cancel()
+        def watch(task: asyncio.Task) -> None:
+            if not task.cancelled() and task.exception() is not None:
+                on_death("The batch scheduler died", task.exception())
+
+        self.task.add_done_callback(watch)
 
     async def submit(
         self, engine: OcrEngine, request: PageRequest, on_progress: ProgressCallback | None = None
     ) -> tuple[PageResult, Timings]:
-        """Queues one page and waits for its result; cancelling the wait takes it out of the queue unrun."""
+        """Queues one page and waits for its result; cancelling the wait takes it out of the queue unrun, or
+        tells a running generation to stop."""
+        if self.closed is not None:
+            raise self.closed
         job = _Job(engine, request, asyncio.get_running_loop().create_future(), on_progress)
         job.future.add_done_callback(lambda future: future.cancelled() and request.abandoned.set())
-        self.queue.append(job)
+        self.queue[job] = None
         self.metrics.queue_depth.inc()
         if on_progress:
             on_progress("queued", {"position": len(self.queue) - 1})
-        self.arrived.set()
+        self.changed.set()
         try:
             return await job.future
         finally:
-            if job in self.queue:  # given up while waiting: it never runs
-                self.queue.remove(job)
+            if self.queue.pop(job, False) is None:  # given up while waiting: it never runs
                 self.metrics.queue_depth.dec()
+                self.changed.set()
 
     async def _serve(self) -> None:
         while True:
@@ -80,53 +97,97 @@ class BatchScheduler:
             await self._run(batch)
 
     async def _next_batch(self) -> list[_Job]:
-        while not self.queue:
-            self.arrived.clear()
-            await self.arrived.wait()
-        first = self.queue[0]
-        limit = min(self.max_batch_size, first.engine.max_batch_size or self.max_batch_size)
-        deadline = time.perf_counter() + self.batch_wait_s
-        # Wait a little for company, unless the batch is full already.
-        while sum(job.fits(first) for job in self.queue) < limit and (remaining := deadline - time.perf_counter()) > 0:
-            self.arrived.clear()
-            try:
-                await asyncio.wait_for(self.arrived.wait(), remaining)
-            except asyncio.TimeoutError:
-                break
-            if first not in self.queue:  # its request went away while we waited
-                return await self._next_batch()
-        batch = [job for job in self.queue if job.fits(first)][:limit]
-        for job in batch:
-            self.queue.remove(job)
-        self.metrics.queue_depth.dec(len(batch))
-        for position, job in enumerate(self.queue):
-            if job.on_progress:
-                job.on_progress("queued", {"position": position})
-        return batch
+        """The oldest page and up to `limit - 1` more of its mode, after waiting at most `batch_wait_s` for
+        company; never empty."""
+        while True:
+            while not self.queue:
+                self.changed.clear()
+                await self.changed.wait()
+            first = next(iter(self.queue))
+            limit = min(self.max_batch_size, first.engine.max_batch_size or self.max_batch_size)
+            deadline = time.perf_counter() + self.batch_wait_s
+            while first in self.queue and self._fitting(first) < limit:
+                remaining = deadline - time.perf_counter()
+                if remaining <= 0:
+                    break
+                self.changed.clear()
+                try:
+                    await asyncio.wait_for(self.changed.wait(), remaining)
+                except asyncio.TimeoutError:
+                    break
+            if first not in self.queue:  # its request went away while we waited: start over
+                continue
+            batch = [job for job in self.queue if job.fits(first)][:limit]
+            for job in batch:
+                del self.queue[job]
+            self.metrics.queue_depth.dec(len(batch))
+            for position, job in enumerate(self.queue):
+                if job.on_progress:
+                    job.on_progress("queued", {"position": position})
+            return batch
+
+    def _fitting(self, first: _Job) -> int:
+        return sum(job.fits(first) for job in self.queue)
 
     async def _run(self, batch: list[_Job]) -> None:
+        """Runs one batch; whatever goes wrong fails this batch's pages, not the loop."""
         started = time.perf_counter()
         batch_id = next(self.batch_ids)
-        for job in batch:
-            self.metrics.queue_wait.observe(started - job.enqueued_at)
-            if job.on_progress:
-                job.on_progress("started", {"batchSize": len(batch)})
+        self.running = batch
         self.metrics.batch_size.observe(len(batch))
         self.metrics.running.set(len(batch))
         try:
-            results = await asyncio.to_thread(batch[0].engine.run, [job.request for job in batch])
-        except Exception as exc:
-            log.exception("a batch of %d page(s) failed", len(batch))
             for job in batch:
-                if not job.future.done():
-                    job.future.set_exception(exc)
-            return
-        finally:
-            self.metrics.running.set(0)
-        elapsed = time.perf_counter() - started
-        self.metrics.inference.observe(elapsed)
-        for job, result in zip(batch, results):
-            self.metrics.generated_tokens.inc(result.generated_tokens)
-            if not job.future.done():  # a request that went away while its batch ran is not answered
+                self.metrics.queue_wait.observe(started - job.enqueued_at)
+                if job.on_progress:
+                    job.on_progress("started", {"batchSize": len(batch)})
+            outcomes = await self.run_batch(batch[0].engine, [job.request for job in batch])
+            if len(outcomes) != len(batch):
+                raise RuntimeError(f"the engine answered {len(outcomes)} result(s) for a batch of {len(batch)} page(s)")
+            elapsed = time.perf_counter() - started
+            self.metrics.inference.observe(elapsed)
+            for job, outcome in zip(batch, outcomes):
+                if isinstance(outcome, BaseException):
+                    _settle(job, exception=outcome)
+                    continue
+                self.metrics.generated_tokens.inc(outcome.generated_tokens)
                 timings = Timings(round((started - job.enqueued_at) * 1000, 1), round(elapsed * 1000, 1), batch_id)
-                job.future.set_result((result, timings))
+                _settle(job, result=(outcome, timings))
+        except Exception as exc:
+            if not isinstance(exc, ServiceError):
+                log.exception("a batch of %d page(s) failed", len(batch))
+            for job in batch:
+                _settle(job, exception=exc)
+        finally:
+            self.running = []
+            self.metrics.running.set(0)
+
+    def fail_all(self, error: ServiceError) -> None:
+        """Refuses new pages and fails the waiting ones with `error`; running ones are told to stop."""
+        self.closed = error
+        for job in list(self.queue):
+            del self.queue[job]
+            self.metrics.queue_depth.dec()
+            _settle(job, exception=error)
+        for job in self.running:
+            job.request.abandoned.set()
+            _settle(job, exception=error)
+
+    async def stop(self, grace_s: float, error: ServiceError) -> None:
+        """Lets the queued and running pages finish for `grace_s`, then fails what is left with `error`."""
+        pending = [job.future for job in (*self.queue, *self.running)]
+        if pending:
+            await asyncio.wait(pending, timeout=grace_s)
+        self.fail_all(error)
+        if self.task:
+            self.task.cancel()
+
+
+def _settle(job: _Job, result: tuple[PageResult, Timings] | None = None, exception: BaseException | None = None) -> None:
+    """Answers a page unless its request went away (or it was answered already)."""
+    if job.future.done():
+        return
+    if exception is not None:
+        job.future.set_exception(exception)
+    else:
+        job.future.set_result(result)
