@@ -44,9 +44,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         raise
     runs: RunStore = app.state.runs
     runs.prepare()
-    history_store: HistoryStore | None = app.state.history
-    if history_store:
-        history_store.open()
+    history_store = open_history(app)
     host: ModelHost = app.state.model
     host.start(settings, source)
     drain_on_sigterm(app, host, settings.ocr_shutdown_grace_s)
@@ -59,6 +57,22 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     if app.state.exit_code:
         logging.shutdown()
         os._exit(app.state.exit_code)  # a model that cannot serve: exit non-zero, so that the process is restarted
+
+
+def open_history(app: FastAPI) -> HistoryStore | None:
+    """The history, opened; one that cannot be opened (a corrupt database, an unwritable folder) is logged and
+    turned off rather than stopping the service."""
+    history_store: HistoryStore | None = app.state.history
+    if history_store is None:
+        return None
+    try:
+        history_store.open()
+    except Exception as exc:
+        log.error("history turned off: cannot open it in %s (DEEPSEEK_OCR_HISTORY_DIR): %s: %s",
+                  history_store.folder, type(exc).__name__, exc)
+        history_store.close()
+        app.state.history = None
+    return app.state.history
 
 
 def drain_on_sigterm(app: FastAPI, host: ModelHost, grace_s: float) -> None:
@@ -119,7 +133,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.admission = Admission(settings.ocr_max_queue, metrics)
     app.state.tasks = TaskRegistry(MAX_TASKS, TASK_TTL_S)
     app.state.history = (
-        HistoryStore(settings.ocr_history_dir, settings.ocr_history_max, settings.ocr_history_ttl_s)
+        HistoryStore(settings.ocr_history_dir, settings.ocr_history_max, settings.ocr_history_ttl_s,
+                     int(settings.ocr_history_max_mb * 1024 * 1024))
         if settings.ocr_history
         else None
     )

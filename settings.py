@@ -89,6 +89,7 @@ class Settings(BaseSettings):
     ocr_history_dir: Path = Path("history")
     ocr_history_max: int = Field(500, ge=1)
     ocr_history_ttl_s: float = Field(604800, gt=0)  # a week
+    ocr_history_max_mb: float = Field(2048, gt=0)
 
     @field_validator("allowed_origins", mode="before")
     @classmethod

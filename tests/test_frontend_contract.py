@@ -8,6 +8,7 @@ from __future__ import annotations
 import base64
 import io
 import json
+import os
 import re
 import threading
 from datetime import datetime
@@ -123,7 +124,7 @@ def test_an_image_result_has_pages_layout_preview_and_history_fields(client) -> 
     assert page["pageIndex"] == 0
     assert page["layout"] == body["layout"] == {"width": 3200, "height": 2000, "items": []}  # random weights: no tags
     preview = decode_data_url(page["imageData"])
-    assert preview.format == "JPEG" and preview.size == (1600, 1000)  # downscaled, aspect kept
+    assert preview.format == "JPEG" and preview.size == (1280, 800)  # downscaled, aspect kept
 
 
 def test_layout_groups_the_boxes_of_each_tag_in_pixels_and_fractions(start_client, standin_v1: Path) -> None:
@@ -170,7 +171,7 @@ def test_task_ids_are_random_and_an_unknown_task_ends_its_stream_at_once(client)
     ids = {client.post("/api/task/create").json()["taskId"] for _ in range(3)}
     assert len(ids) == 3 and all(HEX_ID.fullmatch(task_id) for task_id in ids)
     events = progress(client, "0" * 32)
-    assert [name for name, _ in events] == ["complete"]
+    assert [name for name, _ in events] == ["message", "complete"]  # onmessage hears the error too
     assert events[0][1]["stage"] == "error" and "Unknown" in events[0][1]["message"]
 
 
@@ -190,13 +191,31 @@ def test_a_failed_requests_task_reports_the_error(client) -> None:
     assert state["message"].startswith("Unsupported file type")
 
 
-def test_tasks_are_bounded_and_the_oldest_is_forgotten_first(client) -> None:
+def test_a_task_named_before_the_body_hears_of_a_refusal_before_the_form_is_read(start_client) -> None:
+    client = start_client(max_image_mb=0.01)
+    for how in ({"params": {"task_id": None}}, {"headers": {"X-Task-Id": None}}):
+        task_id = client.post("/api/task/create").json()["taskId"]
+        key = next(iter(how))
+        options = {key: {name: task_id for name in how[key]}}
+        response = client.post("/api/ocr", files={"image": ("big.png", os.urandom(50_000))}, **options)
+        assert response.status_code == 413
+        [(_, state), (name, _)] = progress(client, task_id)
+        assert (state["stage"], name) == ("error", "complete") and "too large" in state["message"]
+
+
+def test_tasks_are_bounded_finished_ones_forgotten_first(client) -> None:
     registry = client.app.state.tasks
     first = client.post("/api/task/create").json()["taskId"]
-    for _ in range(registry.max_tasks):
+    finished = client.post("/api/task/create").json()["taskId"]
+    assert seed_upload(client, image_bytes(), task_id=finished).status_code == 200
+    for _ in range(registry.max_tasks - 2):
         client.post("/api/task/create")
     assert len(registry.tasks) == registry.max_tasks
-    assert progress(client, first)[0][1]["stage"] == "error"
+    client.post("/api/task/create")  # one too many: the finished task goes
+    assert progress(client, finished)[0][1]["message"] == "Unknown or expired task id"
+    client.post("/api/task/create")  # then the least recently updated
+    assert progress(client, first)[0][1]["message"] == "Unknown or expired task id"
+    assert len(registry.tasks) == registry.max_tasks
 
 
 @pytest.fixture(scope="module")
@@ -346,6 +365,24 @@ def test_a_history_that_cannot_be_written_never_fails_the_answer(client, tmp_pat
     response = seed_upload(client, image_bytes())
     assert response.status_code == 200
     assert response.json()["historyId"] is None and response.json()["rawText"]
+
+
+def test_history_keeps_under_its_size_cap_oldest_removed_first(start_client, tmp_path: Path) -> None:
+    client = start_client(ocr_history_max_mb=0.05)  # about two of these answers (some 20 KB each)
+    ids = [seed_upload(client, image_bytes((1000, 800))).json()["historyId"] for _ in range(4)]
+    sizes = sum(p.stat().st_size for p in (tmp_path / "history" / "results").iterdir())
+    listed = [item["id"] for item in client.get("/api/history").json()["items"]]
+    assert sizes <= 0.05 * 1024 * 1024 and listed == ids[::-1][:len(listed)] and 0 < len(listed) < 4
+
+
+def test_a_corrupt_history_database_turns_history_off_not_the_service(start_client, tmp_path: Path, caplog) -> None:
+    (tmp_path / "history").mkdir()
+    (tmp_path / "history" / "history.sqlite3").write_bytes(b"this is not a database" * 100)
+    client = start_client()
+    response = seed_upload(client, image_bytes())
+    assert response.status_code == 200 and response.json()["historyId"] is None
+    assert client.get("/api/history").json() == {"items": []}
+    assert "history turned off" in caplog.text and "DEEPSEEK_OCR_HISTORY_DIR" in caplog.text
 
 
 def test_with_history_off_nothing_is_kept(start_client, tmp_path: Path) -> None:

@@ -12,6 +12,18 @@ def result(n: int) -> dict:
             "durationMs": 1.0, "pages": [{}], "isPdf": False}
 
 
+def test_a_failed_write_leaves_no_partial_file(tmp_path: Path) -> None:
+    store = HistoryStore(tmp_path, max_entries=10, ttl_s=3600)
+    store.open()
+    unwritable = result(1) | {"fileName": "\ud800"}  # a lone surrogate cannot be encoded: the write fails
+    try:
+        store.add(new_entry_id(), unwritable)
+    except UnicodeEncodeError:
+        pass
+    assert list((tmp_path / "results").iterdir()) == [] and store.list(10) == []
+    store.close()
+
+
 def test_a_long_history_lists_its_newest_entries_through_the_index(tmp_path: Path) -> None:
     store = HistoryStore(tmp_path, max_entries=5000, ttl_s=3600)
     store.open()

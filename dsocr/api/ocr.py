@@ -10,7 +10,7 @@ from fastapi import APIRouter, Depends, FastAPI, Request
 from fastapi.responses import StreamingResponse
 
 from dsocr.api.dependencies import get_settings, ready_engine
-from dsocr.api.request_scope import RequestScope
+from dsocr.api.request_scope import TASK_ID, RequestScope
 from dsocr.api.sse import SSE_HEADERS, event_stream
 from dsocr.api.uploads import read_upload
 from dsocr.pipeline.ocr_request import OCR_TEXT_FIELDS, OcrInput, check_ocr_request
@@ -91,7 +91,7 @@ async def api_ocr_stream(
 async def _read_and_check(request: Request, engine: OcrEngine, settings: Settings, reporter: TaskReporter) -> OcrInput:
     """Reads the upload and checks it; a progress task named by its `task_id` follows from then on."""
     form = await read_upload(request, settings.max_upload_bytes, OCR_TEXT_FIELDS)
-    reporter.attach(form.fields.get("task_id"))
+    reporter.attach(form.fields.get(TASK_ID))
     reporter.uploaded(len(form.data))
     return await check_ocr_request(form, engine.info, settings)
 

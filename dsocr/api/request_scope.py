@@ -15,17 +15,27 @@ from dsocr.serving.admission import Admission
 
 T = TypeVar("T")
 
+TASK_ID = "task_id"
+TASK_ID_HEADER = "X-Task-Id"
+
 
 class RequestScope:
     def __init__(self, request: Request, timeout_s: float) -> None:
-        """Takes a queue slot, or refuses at once with 503 when all are taken."""
+        """Takes a queue slot, or refuses at once with 503 when all are taken. A progress task named before the
+        body (`?task_id=` or `X-Task-Id`) hears of every failure, a refusal included; one named in the form
+        follows from the moment the form is read."""
         self.request = request
+        self.reporter = TaskReporter(request.app.state.tasks)
+        self.reporter.attach(request.query_params.get(TASK_ID) or request.headers.get(TASK_ID_HEADER))
         self.admission: Admission = request.app.state.admission
-        self.admission.enter()
+        try:
+            self.admission.enter()
+        except ServiceError as exc:
+            self.reporter.failed(exc.detail)
+            raise
         self.timeout_s = timeout_s
         self.loop = asyncio.get_running_loop()
         self.deadline = self.loop.time() + timeout_s
-        self.reporter = TaskReporter(request.app.state.tasks)
         self.released = False
 
     async def within(self, work: Awaitable[T], drop_on_disconnect: bool = False) -> T:

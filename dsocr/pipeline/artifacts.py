@@ -17,9 +17,9 @@ JPEG_QUALITY = 90
 # Upstream draws titles thicker than other blocks.
 TITLE_WIDTH = 4
 BOX_WIDTH = 2
-# Previews are for the screen: a 50-page PDF answers a few MB, not 100.
-PREVIEW_MAX_SIDE = 1600
-PREVIEW_QUALITY = 80
+# Previews are for the screen: even a dense A4 page stays near half a megabyte of data URL.
+PREVIEW_MAX_SIDE = 1280
+PREVIEW_QUALITY = 70
 
 
 def figure_path(prefix: str, index: int) -> str:

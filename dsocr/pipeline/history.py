@@ -1,5 +1,6 @@
 """Finished OCR results kept for the history: a SQLite index of what was read, plus each result's JSON file,
-at most DEEPSEEK_OCR_HISTORY_MAX entries for DEEPSEEK_OCR_HISTORY_TTL_S (oldest removed first)."""
+at most DEEPSEEK_OCR_HISTORY_MAX entries and DEEPSEEK_OCR_HISTORY_MAX_MB for DEEPSEEK_OCR_HISTORY_TTL_S (oldest
+removed first)."""
 
 from __future__ import annotations
 
@@ -27,7 +28,8 @@ CREATE TABLE IF NOT EXISTS entries (
     mode TEXT NOT NULL,
     duration_ms REAL NOT NULL,
     pages INTEGER NOT NULL,
-    is_pdf INTEGER NOT NULL
+    is_pdf INTEGER NOT NULL,
+    bytes INTEGER NOT NULL
 );
 CREATE INDEX IF NOT EXISTS entries_by_age ON entries (created);
 """
@@ -42,11 +44,12 @@ def new_entry_id() -> str:
 class HistoryStore:
     """Thread-safe (one connection behind a lock): called from worker threads, never on the event loop."""
 
-    def __init__(self, folder: Path, max_entries: int, ttl_s: float) -> None:
+    def __init__(self, folder: Path, max_entries: int, ttl_s: float, max_bytes: int | None = None) -> None:
         self.folder = folder
         self.results = folder / "results"
         self.max_entries = max_entries
         self.ttl_s = ttl_s
+        self.max_bytes = max_bytes
         self.lock = threading.Lock()
         self.db: sqlite3.Connection | None = None
 
@@ -68,13 +71,17 @@ class HistoryStore:
         a listed entry always has its result."""
         target = self._result_file(entry_id)
         temporary = target.with_suffix(".tmp")
-        temporary.write_text(json.dumps(result, ensure_ascii=False), encoding="utf-8")
-        os.replace(temporary, target)
+        content = json.dumps(result, ensure_ascii=False).encode("utf-8")
+        try:
+            temporary.write_bytes(content)
+            os.replace(temporary, target)
+        finally:
+            temporary.unlink(missing_ok=True)  # a write that failed half-way leaves nothing
         row = (entry_id, time.time(), result["createdAt"], result["fileName"], result["fileSize"], result["mode"],
-               result["durationMs"], len(result["pages"]), int(result["isPdf"]))
+               result["durationMs"], len(result["pages"]), int(result["isPdf"]), len(content))
         try:
             with self.lock:
-                self._db().execute("INSERT INTO entries VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)", row)
+                self._db().execute("INSERT INTO entries VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", row)
         except BaseException:
             target.unlink(missing_ok=True)
             raise
@@ -106,7 +113,7 @@ class HistoryStore:
             return None
 
     def prune(self) -> None:
-        """Removes expired entries, then the oldest beyond the cap."""
+        """Removes expired entries, then the oldest beyond the caps (entries, then bytes)."""
         with self.lock:
             db = self._db()
             doomed = db.execute(
@@ -114,11 +121,25 @@ class HistoryStore:
                 "SELECT id FROM (SELECT id FROM entries ORDER BY created DESC LIMIT -1 OFFSET ?)",
                 (self._cutoff(), self.max_entries),
             ).fetchall()
+            if self.max_bytes is not None:
+                doomed += self._over_size(db, {entry_id for (entry_id,) in doomed})
             if not doomed:
                 return
             db.executemany("DELETE FROM entries WHERE id = ?", doomed)
         for (entry_id,) in doomed:
             self._result_file(entry_id).unlink(missing_ok=True)
+
+    def _over_size(self, db: sqlite3.Connection, doomed: set[str]) -> list[tuple[str]]:
+        """The oldest entries (beyond those already doomed) whose removal brings the total under `max_bytes`."""
+        total = db.execute("SELECT COALESCE(SUM(bytes), 0) FROM entries").fetchone()[0]
+        over = []
+        for entry_id, size in db.execute("SELECT id, bytes FROM entries ORDER BY created"):
+            if total <= self.max_bytes:
+                break
+            total -= size
+            if entry_id not in doomed:
+                over.append((entry_id,))
+        return over
 
     def _db(self) -> sqlite3.Connection:
         if self.db is None:

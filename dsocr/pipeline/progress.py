@@ -64,8 +64,11 @@ class TaskRegistry:
     def create(self) -> Task:
         self._expire()
         while len(self.tasks) >= self.max_tasks:
-            _, oldest = self.tasks.popitem(last=False)
-            oldest.publish(None)
+            # Finished tasks go first, then the least recently updated.
+            victim = next((task for task in self.tasks.values() if task.stage in FINAL_STAGES),
+                          next(iter(self.tasks.values())))
+            del self.tasks[victim.id]
+            victim.publish(None)
         task = Task(secrets.token_hex(16))
         self.tasks[task.id] = task
         return task
@@ -100,7 +103,9 @@ class TaskRegistry:
         or fails; None now and then while nothing changes. An unknown or expired task ends at once, as an error."""
         task = self.get(task_id)
         if task is None:
-            yield "complete", _gone("Unknown or expired task id")
+            gone = _gone("Unknown or expired task id")
+            yield None, gone
+            yield "complete", gone
             return
         queue: asyncio.Queue[dict | None] = asyncio.Queue()
         task.followers.add(queue)
@@ -108,7 +113,9 @@ class TaskRegistry:
             state: dict | None = task.state()
             while True:
                 if state is None:
-                    yield "complete", _gone("The task expired")
+                    gone = _gone("The task expired")
+                    yield None, gone
+                    yield "complete", gone
                     return
                 yield None, state
                 if state["stage"] in FINAL_STAGES:
@@ -145,7 +152,9 @@ class TaskReporter:
         self.task: Task | None = None
 
     def attach(self, task_id: str | None) -> None:
-        self.task = self.registry.get(task_id) if task_id else None
+        """Follows the task `task_id` from now on, unless one is followed already."""
+        if self.task is None and task_id:
+            self.task = self.registry.get(task_id)
 
     def _update(self, stage: Stage, message: str, current: int | None = None, total: int | None = None) -> None:
         if self.task is not None:
