@@ -23,7 +23,7 @@ from dsocr.pipeline.runs import RunStore
 from dsocr.serving.admission import Admission
 from dsocr.serving.metrics import Metrics, RequestMetricsMiddleware
 from dsocr.serving.model_host import ModelHost
-from settings import Settings, SettingsError, load_settings
+from settings import EngineChoice, Settings, SettingsError, load_settings
 
 log = logging.getLogger("deepseek_ocr")
 
@@ -37,8 +37,8 @@ TASK_TTL_S = 600
 @asynccontextmanager
 async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     settings: Settings = app.state.settings
-    try:
-        source = resolve_model_source(settings.ocr_model_path)
+    try:  # served through vLLM, no checkpoint is read here
+        source = "" if settings.ocr_engine is EngineChoice.vllm else resolve_model_source(settings.ocr_model_path)
     except ModelPathError as exc:
         log.error("cannot start: %s", exc)
         raise
@@ -128,8 +128,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         settings.ocr_runs_dir, ttl_s=settings.ocr_run_ttl_s, max_bytes=int(settings.ocr_runs_max_mb * 1024 * 1024)
     )
     app.state.metrics = metrics = Metrics()
-    app.state.model = host = ModelHost(settings, metrics)
-    app.state.scheduler = host.scheduler
+    app.state.model = ModelHost(settings, metrics)
     app.state.admission = Admission(settings.ocr_max_queue, metrics)
     app.state.tasks = TaskRegistry(MAX_TASKS, TASK_TTL_S)
     app.state.history = (

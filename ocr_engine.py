@@ -6,7 +6,7 @@ import threading
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Protocol
 
 from PIL import Image
 
@@ -49,11 +49,36 @@ class EngineInfo:
         return next((mode for mode in self.modes if mode.name == name), None)
 
 
-class OcrEngine(ABC):
-    """Loaded once; runs batches of prepared page requests, one result per request, in order."""
+@dataclass
+class Timings:
+    queue_ms: float  # waiting for the model (a batch, or a vLLM server's free slot)
+    inference_ms: float
+    batch_id: int  # pages of one batch share it
+
+
+# What a waiting page is told: ("queued", {"position": n}), ("started", {"batchSize": n}).
+ProgressCallback = Callable[[str, dict], None]
+
+
+class Engine(ABC):
+    """A loaded model, whatever runs it: `info` says what it is."""
 
     info: EngineInfo
+
+
+class OcrEngine(Engine):
+    """A model in this process: loaded once; runs batches of prepared page requests (on the model thread), one
+    result per request, in order."""
+
     max_batch_size: int | None = None  # the most requests one `run` takes; None: whatever the scheduler gathers
 
     @abstractmethod
     def run(self, batch: list[PageRequest]) -> list[PageResult]: ...
+
+
+class PageSubmitter(Protocol):
+    """Where the pipeline sends a page: the model host (the batch scheduler, or vLLM servers)."""
+
+    async def submit(
+        self, engine: Engine, request: PageRequest, on_progress: ProgressCallback | None = None
+    ) -> tuple[PageResult, Timings]: ...

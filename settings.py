@@ -5,7 +5,7 @@ from __future__ import annotations
 from enum import Enum
 from pathlib import Path
 
-from pydantic import Field, ValidationError, field_validator
+from pydantic import Field, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 from typing_extensions import Annotated
 
@@ -38,6 +38,7 @@ class EngineChoice(str, Enum):
     auto = "auto"
     transformers = "transformers"
     remote_code = "remote-code"
+    vllm = "vllm"
 
 
 class Settings(BaseSettings):
@@ -59,6 +60,13 @@ class Settings(BaseSettings):
     ocr_dtype: DtypeChoice = DtypeChoice.auto
     ocr_max_new_tokens: int = Field(8192, ge=1)
     ocr_default_mode: str = Field("gundam", min_length=1)
+
+    # Serving through vLLM servers (DEEPSEEK_OCR_ENGINE=vllm): nothing loads in this process.
+    ocr_vllm_urls: Annotated[list[str], NoDecode] = []
+    ocr_vllm_model: str = ""  # empty: what the first server's /v1/models lists
+    ocr_vllm_api_key: str = Field("", repr=False)
+    ocr_vllm_max_inflight: int = Field(32, ge=1)
+    ocr_vllm_probe_interval_s: float = Field(5, gt=0)
 
     # Request guardrails.
     ocr_max_prompt_chars: int = Field(4000, ge=1)
@@ -91,12 +99,26 @@ class Settings(BaseSettings):
     ocr_history_ttl_s: float = Field(604800, gt=0)  # a week
     ocr_history_max_mb: float = Field(2048, gt=0)
 
-    @field_validator("allowed_origins", mode="before")
+    @field_validator("allowed_origins", "ocr_vllm_urls", mode="before")
     @classmethod
-    def _split_origins(cls, value: object) -> object:
+    def _split_list(cls, value: object) -> object:
         if isinstance(value, str):
-            return [origin.strip() for origin in value.split(",") if origin.strip()]
+            return [item.strip() for item in value.split(",") if item.strip()]
         return value
+
+    @field_validator("ocr_vllm_urls")
+    @classmethod
+    def _http_urls(cls, urls: list[str]) -> list[str]:
+        for url in urls:
+            if not url.startswith(("http://", "https://")):
+                raise ValueError(f"{url!r} is not an http(s) URL")
+        return [url.rstrip("/") for url in urls]
+
+    @model_validator(mode="after")
+    def _vllm_needs_servers(self) -> "Settings":
+        if self.ocr_engine is EngineChoice.vllm and not self.ocr_vllm_urls:
+            raise ValueError("DEEPSEEK_OCR_ENGINE=vllm needs DEEPSEEK_OCR_VLLM_URLS (comma-separated base URLs)")
+        return self
 
     @field_validator("ocr_default_mode")
     @classmethod
@@ -126,6 +148,9 @@ def load_settings(**overrides: object) -> Settings:
     except ValidationError as exc:
         problems = []
         for error in exc.errors():
-            field = str(error["loc"][0]) if error["loc"] else "?"
+            if not error["loc"]:  # a check across settings: its message names them
+                problems.append(error["msg"].removeprefix("Value error, "))
+                continue
+            field = str(error["loc"][0])
             problems.append(f"{env_name(field)}: {error['msg']} (got {error.get('input')!r})")
         raise SettingsError("; ".join(problems)) from None

@@ -3,10 +3,13 @@
 #
 #   ./start.sh                      serve on 0.0.0.0:8000 (HOST / PORT or --host / --port to change)
 #   ./start.sh test [pytest args]   install the test tools too and run the test suite
-#   --profile native|remote-code    which requirements: native (requirements.txt, .venv) or the original
-#                                   checkpoints' remote code (requirements-remote-code.txt, .venv-remote-code).
-#                                   Default: remote-code when DEEPSEEK_OCR_MODEL_PATH is a folder whose
-#                                   config.json has auto_map (or DEEPSEEK_OCR_ENGINE=remote-code), else native.
+#   --profile native|remote-code|vllm
+#                                   which requirements: native (requirements.txt, .venv), the original
+#                                   checkpoints' remote code (requirements-remote-code.txt, .venv-remote-code), or
+#                                   the front of vLLM servers (requirements-service.txt only, no torch,
+#                                   .venv-vllm-front). Default: vllm when DEEPSEEK_OCR_ENGINE=vllm; remote-code
+#                                   when DEEPSEEK_OCR_MODEL_PATH is a folder whose config.json has auto_map (or
+#                                   DEEPSEEK_OCR_ENGINE=remote-code); else native.
 #
 # Environment: PYTHON (interpreter for the venv, default python3), VENV (its folder), TORCH_SPEC (what
 # `pip install` gets when torch is missing, default torch==2.13.0).
@@ -26,7 +29,7 @@ while (($#)); do
     --port) PORT=$2; shift 2 ;;
     --profile) profile=$2; shift 2 ;;
     test) command=test; shift; break ;;
-    -h|--help) sed -n '2,11p' "$0"; exit 0 ;;
+    -h|--help) sed -n '2,/^set -euo/p' "$0" | grep '^#' | cut -c3-; exit 0 ;;
     *) echo "start.sh: unknown argument $1 (see ./start.sh --help)" >&2; exit 2 ;;
   esac
 done
@@ -39,12 +42,15 @@ checkpoint_has_remote_code() {
   "$PYTHON" -c 'import json, sys; sys.exit(0 if json.load(open(sys.argv[1])).get("auto_map") else 1)' "$config"
 }
 if [[ -z $profile ]]; then
-  if [[ $command == serve ]] && checkpoint_has_remote_code; then profile=remote-code; else profile=native; fi
+  if [[ $command == serve && ${DEEPSEEK_OCR_ENGINE:-auto} == vllm ]]; then profile=vllm
+  elif [[ $command == serve ]] && checkpoint_has_remote_code; then profile=remote-code
+  else profile=native; fi
 fi
 case $profile in
   native) requirements=(requirements.txt); VENV=${VENV:-.venv} ;;
   remote-code) requirements=(requirements-remote-code.txt); VENV=${VENV:-.venv-remote-code} ;;
-  *) echo "start.sh: --profile must be native or remote-code, not $profile" >&2; exit 2 ;;
+  vllm) requirements=(requirements-service.txt); VENV=${VENV:-.venv-vllm-front} ;;
+  *) echo "start.sh: --profile must be native, remote-code or vllm, not $profile" >&2; exit 2 ;;
 esac
 [[ $command == test ]] && requirements+=(requirements-dev.txt)
 
@@ -55,7 +61,7 @@ fi
 # shellcheck disable=SC1091
 source "$VENV/bin/activate"
 
-if ! python -c "import torch" 2>/dev/null; then
+if [[ $profile != vllm ]] && ! python -c "import torch" 2>/dev/null; then
   echo "start.sh: torch is missing; installing $TORCH_SPEC (set TORCH_SPEC to pick another build)"
   python -m pip install --quiet "$TORCH_SPEC"
 fi

@@ -6,7 +6,7 @@ from fastapi import Depends, Request
 
 from dsocr.pipeline.history import HistoryStore
 from dsocr.serving.model_host import ModelHost
-from ocr_engine import OcrEngine
+from ocr_engine import Engine
 from settings import Settings
 
 
@@ -18,7 +18,7 @@ def get_model_host(request: Request) -> ModelHost:
     return request.app.state.model
 
 
-def ready_engine(model: ModelHost = Depends(get_model_host)) -> OcrEngine:
+def ready_engine(model: ModelHost = Depends(get_model_host)) -> Engine:
     return model.ready_engine()
 
 

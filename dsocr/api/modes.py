@@ -6,7 +6,7 @@ from fastapi import APIRouter, Depends
 
 from dsocr.api.dependencies import get_settings, ready_engine
 from dsocr.catalogue import PROMPT_PRESETS
-from ocr_engine import OcrEngine
+from ocr_engine import Engine
 from schemas import ModeInfo, ModesResponse, PromptInfo
 from settings import Settings
 
@@ -15,7 +15,7 @@ router = APIRouter()
 
 @router.get("/api/modes", response_model=ModesResponse)
 async def api_modes(
-    engine: OcrEngine = Depends(ready_engine), settings: Settings = Depends(get_settings)
+    engine: Engine = Depends(ready_engine), settings: Settings = Depends(get_settings)
 ) -> ModesResponse:
     """The seed's shape: `modes` is an object keyed by mode name (the default mode first), `maxImageMb` the
     upload limit."""

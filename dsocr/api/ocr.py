@@ -17,7 +17,7 @@ from dsocr.pipeline.ocr_request import OCR_TEXT_FIELDS, OcrInput, check_ocr_requ
 from dsocr.pipeline.ocr_run import read_in_run
 from dsocr.pipeline.pages import EventSink
 from dsocr.pipeline.progress import TaskReporter
-from ocr_engine import OcrEngine
+from ocr_engine import Engine
 from schemas import OcrResponse
 from settings import Settings
 
@@ -47,7 +47,7 @@ OCR_FORM_SCHEMA = {
 
 @router.post("/api/ocr", response_model=OcrResponse, openapi_extra=OCR_FORM_SCHEMA)
 async def api_ocr(
-    request: Request, engine: OcrEngine = Depends(ready_engine), settings: Settings = Depends(get_settings)
+    request: Request, engine: Engine = Depends(ready_engine), settings: Settings = Depends(get_settings)
 ) -> OcrResponse:
     # The form is read here, not by FastAPI: the queue slot is taken first, and the size limit applies while the
     # body streams in.
@@ -69,7 +69,7 @@ async def api_ocr(
     responses={200: {"content": {"text/event-stream": {}}, "description": "progress events, then the result"}},
 )
 async def api_ocr_stream(
-    request: Request, engine: OcrEngine = Depends(ready_engine), settings: Settings = Depends(get_settings)
+    request: Request, engine: Engine = Depends(ready_engine), settings: Settings = Depends(get_settings)
 ) -> StreamingResponse:
     """The same work as /api/ocr, answered as server-sent events: `queued` (position), `started`, `delta` (raw
     text as it is generated), `progress` (pages done), then `result` with /api/ocr's JSON, or `error`. Bad input
@@ -88,7 +88,7 @@ async def api_ocr_stream(
     return StreamingResponse(event_stream(request.app, work, events), media_type="text/event-stream", headers=SSE_HEADERS)
 
 
-async def _read_and_check(request: Request, engine: OcrEngine, settings: Settings, reporter: TaskReporter) -> OcrInput:
+async def _read_and_check(request: Request, engine: Engine, settings: Settings, reporter: TaskReporter) -> OcrInput:
     """Reads the upload and checks it; a progress task named by its `task_id` follows from then on."""
     form = await read_upload(request, settings.max_upload_bytes, OCR_TEXT_FIELDS)
     reporter.attach(form.fields.get(TASK_ID))
@@ -96,8 +96,8 @@ async def _read_and_check(request: Request, engine: OcrEngine, settings: Setting
     return await check_ocr_request(form, engine.info, settings)
 
 
-def _read_in_run(app: FastAPI, ocr: OcrInput, engine: OcrEngine, reporter: TaskReporter,
+def _read_in_run(app: FastAPI, ocr: OcrInput, engine: Engine, reporter: TaskReporter,
                  on_event: EventSink | None = None) -> Awaitable[OcrResponse]:
     state = app.state
-    return read_in_run(ocr, engine, state.scheduler, state.runs, state.history, reporter,
+    return read_in_run(ocr, engine, state.model, state.runs, state.history, reporter,
                        state.settings.ocr_page_previews, on_event)

@@ -7,9 +7,10 @@ import json
 import logging
 import re
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import torch
+if TYPE_CHECKING:
+    import torch
 
 from dsocr.catalogue import FAMILY_MODES, ModelFamily
 from ocr_engine import EngineInfo, OcrEngine
@@ -87,6 +88,8 @@ def detect_engine(config: dict[str, Any]) -> EngineChoice:
 def resolve_device(choice: DeviceChoice) -> str:
     if choice is not DeviceChoice.auto:
         return choice.value
+    import torch  # here, not at the top: serving through vLLM needs no torch
+
     if torch.cuda.is_available():
         return "cuda"
     if getattr(torch.backends, "mps", None) and torch.backends.mps.is_available():
@@ -94,7 +97,9 @@ def resolve_device(choice: DeviceChoice) -> str:
     return "cpu"
 
 
-def resolve_dtype(choice: DtypeChoice, device: str) -> torch.dtype:
+def resolve_dtype(choice: DtypeChoice, device: str) -> "torch.dtype":
+    import torch
+
     if choice is DtypeChoice.auto:
         return torch.bfloat16 if device == "cuda" else torch.float32
     return getattr(torch, choice.value)

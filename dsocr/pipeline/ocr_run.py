@@ -11,15 +11,14 @@ from dsocr.pipeline.ocr_request import OcrInput
 from dsocr.pipeline.pages import EventSink, read_document
 from dsocr.pipeline.progress import TaskReporter
 from dsocr.pipeline.runs import RunStore
-from dsocr.serving.scheduler import BatchScheduler
-from ocr_engine import OcrEngine
+from ocr_engine import Engine, PageSubmitter
 from schemas import OcrResponse
 
 log = logging.getLogger("deepseek_ocr")
 
 
 async def read_in_run(
-    ocr: OcrInput, engine: OcrEngine, scheduler: BatchScheduler, runs: RunStore, history: HistoryStore | None,
+    ocr: OcrInput, engine: Engine, submitter: PageSubmitter, runs: RunStore, history: HistoryStore | None,
     reporter: TaskReporter, previews: bool, on_event: EventSink | None = None,
 ) -> OcrResponse:
     """Reads the document in a run folder of its own (kept when it holds artifacts, removed on failure), and
@@ -35,7 +34,7 @@ async def read_in_run(
 
     try:
         response = await read_document(
-            ocr, engine, scheduler, run, on_pipeline_event, previews, stream_text=on_event is not None
+            ocr, engine, submitter, run, on_pipeline_event, previews, stream_text=on_event is not None
         )
         reporter.postprocessing()
         await in_worker(runs.keep, run)

@@ -29,6 +29,15 @@ class Metrics:
                                    buckets=LATENCY_BUCKETS, registry=r)
         self.batch_size = Histogram("deepseek_ocr_batch_size", "Pages per batch", buckets=BATCH_BUCKETS, registry=r)
         self.generated_tokens = Counter("deepseek_ocr_generated_tokens", "Tokens generated", registry=r)
+        self.time_to_first_token = Histogram("deepseek_ocr_time_to_first_token_seconds",
+                                             "From sending a page to vLLM to its first token", buckets=LATENCY_BUCKETS,
+                                             registry=r)
+        self.vllm_inflight = Gauge("deepseek_ocr_vllm_inflight", "Pages in flight on each vLLM server", ["server"],
+                                   registry=r)
+        self.vllm_requests = Counter("deepseek_ocr_vllm_requests", "Pages sent to each vLLM server, by outcome",
+                                     ["server", "outcome"], registry=r)
+        self.vllm_healthy = Gauge("deepseek_ocr_vllm_healthy", "1 while a vLLM server answers its health probe",
+                                  ["server"], registry=r)
         self.failures = Counter("deepseek_ocr_failures", "Failed OCR requests and pages, by reason", ["reason"],
                                 registry=r)
 

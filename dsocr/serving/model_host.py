@@ -1,6 +1,7 @@
 """The model host: owns the loaded engine, the one thread that runs nothing but the model, and the scheduler
-that feeds it. It says whether the model is loading, ready, draining or dead, and ends the process when the
-model cannot serve any more (a failed load, a dead scheduler, an unusable device), so that it is restarted."""
+that feeds it (or, served through vLLM, the servers' client). It says whether the model is loading, ready,
+draining or dead, and ends the process when the model cannot serve any more (a failed load, a dead scheduler, an
+unusable device), so that it is restarted. Pages reach it through `submit`."""
 
 from __future__ import annotations
 
@@ -17,8 +18,8 @@ from dsocr.engines.loading import detect_family, fetch_config, load_engine
 from dsocr.errors import Unavailable
 from dsocr.serving.metrics import Metrics
 from dsocr.serving.scheduler import BatchOutcome, BatchScheduler
-from ocr_engine import OcrEngine, PageRequest
-from settings import Settings
+from ocr_engine import Engine, OcrEngine, PageRequest, PageResult, ProgressCallback, Timings
+from settings import EngineChoice, Settings
 
 log = logging.getLogger("deepseek_ocr.model")
 
@@ -94,9 +95,14 @@ class ModelHost:
     def __init__(self, settings: Settings, metrics: Metrics, on_fatal: Callable[[], None] = lambda: None) -> None:
         self.status: Status = "loading"
         self.detail = "The model is loading"
-        self.engine: OcrEngine | None = None
+        self.engine: Engine | None = None
         self.family: ModelFamily | None = None  # known from config.json, before the weights load
         self.on_fatal = on_fatal  # called once, on the event loop, when the process must end
+        self.vllm = None
+        if settings.ocr_engine is EngineChoice.vllm:
+            from dsocr.engines.vllm import VllmEngine  # httpx only: no torch, no transformers
+
+            self.vllm = VllmEngine(settings, metrics)
         self.thread = ModelThread()
         self.scheduler = BatchScheduler(
             settings.ocr_max_batch_size, settings.ocr_batch_wait_ms / 1000, metrics, self._run_batch
@@ -108,9 +114,37 @@ class ModelHost:
         return [mode.name for mode in FAMILY_MODES[self.family]] if self.family else []
 
     def start(self, settings: Settings, source: str) -> None:
-        """Starts the scheduler and loads the model on the model thread."""
+        """Starts the scheduler and loads the model on the model thread (or finds the vLLM servers' model)."""
         self._start_scheduler()
+        if self.vllm is not None:
+            self.vllm.start(on_ready=self._ready_remote, on_health=self._remote_health)
+            return
         self.thread.submit(self._load, settings, source)
+
+    async def submit(
+        self, engine: Engine, request: PageRequest, on_progress: ProgressCallback | None = None
+    ) -> tuple[PageResult, Timings]:
+        """One page read: batched on the model thread, or sent to a vLLM server (which batches it itself)."""
+        if self.vllm is not None:
+            if self.status == "error":
+                raise Unavailable(self.detail, headers={"Retry-After": str(LOADING_RETRY_AFTER_S)})
+            return await self.vllm.read(request, on_progress)
+        assert isinstance(engine, OcrEngine)
+        return await self.scheduler.submit(engine, request, on_progress)
+
+    def _ready_remote(self, engine: Engine) -> None:
+        self.family = engine.info.family
+        self._ready(engine)
+        self._remote_health()
+
+    def _remote_health(self) -> None:
+        """Served through vLLM: ready while a server is healthy, 503 "error" (without exiting) while none is."""
+        if self.vllm is None or self.engine is None or self.status == "draining":
+            return
+        if self.vllm.healthy_servers:
+            self.status, self.detail = "ready", "ready"
+        else:
+            self.status, self.detail = "error", self.vllm.health_detail()
 
     def serve(self, engine: OcrEngine) -> None:
         """Starts the scheduler on an engine loaded already."""
@@ -121,7 +155,7 @@ class ModelHost:
         self.loop = asyncio.get_running_loop()
         self.scheduler.start(on_death=self.fail)
 
-    def _ready(self, engine: OcrEngine) -> None:
+    def _ready(self, engine: Engine) -> None:
         self.engine = engine
         self.detail = "ready"
         self.status = "ready"
@@ -163,15 +197,18 @@ class ModelHost:
             self.status = "draining"
             self.detail = "The service is shutting down"
 
-    def ready_engine(self) -> OcrEngine:
+    def ready_engine(self) -> Engine:
         if self.status == "ready" and self.engine is not None:
             return self.engine
-        headers = {"Retry-After": str(LOADING_RETRY_AFTER_S if self.status == "loading" else RESTART_RETRY_AFTER_S)}
-        raise Unavailable(self.detail, headers=headers)
+        waits = LOADING_RETRY_AFTER_S if self.status == "loading" or self.vllm is not None else RESTART_RETRY_AFTER_S
+        raise Unavailable(self.detail, headers={"Retry-After": str(waits)})
 
     async def stop(self, grace_s: float) -> None:
         """Gives the admitted work `grace_s` to finish, then fails what is left with 503 and stops generation."""
         self.begin_draining()
+        if self.vllm is not None:
+            await self.vllm.drain(grace_s)
+            await self.vllm.stop()
         await self.scheduler.stop(grace_s, Unavailable("The service shut down before this page was read",
                                                        headers={"Retry-After": str(RESTART_RETRY_AFTER_S)}))
         self.thread.stop()

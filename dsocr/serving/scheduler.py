@@ -16,23 +16,14 @@ from typing import Awaitable, Callable
 
 from dsocr.errors import ServiceError
 from dsocr.serving.metrics import Metrics
-from ocr_engine import OcrEngine, PageRequest, PageResult
+from ocr_engine import OcrEngine, PageRequest, PageResult, ProgressCallback, Timings
 
 log = logging.getLogger("deepseek_ocr.scheduler")
 
-# What a waiting page is told: ("queued", {"position": n}), ("started", {"batchSize": n}).
-ProgressCallback = Callable[[str, dict], None]
 # One page's outcome of a batch: its result, or the error that page alone ends in.
 BatchOutcome = PageResult | BaseException
 # Runs a batch on the model: one outcome per request, in order.
 BatchRunner = Callable[[OcrEngine, list[PageRequest]], Awaitable[list[BatchOutcome]]]
-
-
-@dataclass
-class Timings:
-    queue_ms: float
-    inference_ms: float
-    batch_id: int
 
 
 @dataclass(eq=False)  # compared and hashed by identity: a queue lookup never compares page images
