@@ -5,6 +5,9 @@ and /health p99 for each batch size, with their ratio.
 
     python bench/benchmark.py                  # CPU: a tiny random checkpoint (tests/tiny_checkpoint.py)
     python bench/benchmark.py --gpu            # a lent GPU: full-size random DeepSeek-OCR-2, 512 tokens a page
+    python bench/benchmark.py --engine vllm --vllm-url http://127.0.0.1:8001 [--vllm-url ...]
+                                               # the service in front of vLLM against the same pages sent
+                                               # straight to vLLM: the front's overhead as a ratio
 
 Random weights never end their answers, so every page generates exactly --max-new-tokens tokens: the figures are
 those of a page of that length, not of real OCR output.
@@ -14,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import base64
 import io
 import statistics
 import sys
@@ -150,6 +154,54 @@ def measure(checkpoint: Path, batch_size: int, args: argparse.Namespace, runs: P
                    percentile(health, 0.99) if health else float("nan"), tokens / len(pages), batches)
 
 
+async def fire_direct(urls: list[str], pages: list[bytes], max_tokens: int) -> tuple[float, list[float]]:
+    """The same pages as chat completions straight to the vLLM servers (round robin), as the service sends them."""
+    async with httpx.AsyncClient(timeout=3600, limits=httpx.Limits(max_connections=len(pages) + 4)) as client:
+        model = (await client.get(f"{urls[0]}/v1/models")).json()["data"][0]["id"]
+
+        async def one(index: int, data: bytes) -> float:
+            url = "data:image/png;base64," + base64.b64encode(data).decode("ascii")
+            body = {"model": model, "temperature": 0, "max_tokens": max_tokens, "skip_special_tokens": False,
+                    "stream": True, "messages": [{"role": "user", "content": [
+                        {"type": "image_url", "image_url": {"url": url}},
+                        {"type": "text", "text": "<|grounding|>Convert the document to markdown."}]}]}
+            started = time.perf_counter()
+            async with client.stream("POST", f"{urls[index % len(urls)]}/v1/chat/completions", json=body) as response:
+                response.raise_for_status()
+                async for _ in response.aiter_lines():
+                    pass
+            return time.perf_counter() - started
+
+        started = time.perf_counter()
+        latencies = await asyncio.gather(*(one(i, data) for i, data in enumerate(pages)))
+        return time.perf_counter() - started, list(latencies)
+
+
+def measure_vllm(args: argparse.Namespace, runs: Path) -> None:
+    pages = [page_image(i + 1, args.image_size) for i in range(args.requests)]
+    asyncio.run(fire_direct(args.vllm_url, pages[:1], args.max_new_tokens))  # warm-up
+    direct_wall, direct_latencies = asyncio.run(fire_direct(args.vllm_url, pages, args.max_new_tokens))
+    server = Server({
+        "DEEPSEEK_OCR_ENGINE": "vllm", "DEEPSEEK_OCR_VLLM_URLS": ",".join(args.vllm_url),
+        "DEEPSEEK_OCR_RUNS_DIR": str(runs), "DEEPSEEK_OCR_MAX_NEW_TOKENS": str(args.max_new_tokens),
+        "DEEPSEEK_OCR_MAX_QUEUE": str(args.requests + 8), "DEEPSEEK_OCR_REQUEST_TIMEOUT_S": "3600",
+    })
+    try:
+        server.wait_ready()
+        asyncio.run(fire(server, pages[:1], "gundam"))  # warm-up
+        wall, latencies, health = asyncio.run(fire(server, pages, "gundam"))
+    finally:
+        server.stop()
+    print(f"\n{args.requests} concurrent pages, {args.image_size[0]}x{args.image_size[1]} px, at most "
+          f"{args.max_new_tokens} new tokens a page, {len(args.vllm_url)} vLLM server(s)")
+    print(f"{'path':>22} {'pages/s':>9} {'p50 s':>8} {'p95 s':>8}")
+    print(f"{'straight to vLLM':>22} {len(pages) / direct_wall:>9.3f} {statistics.median(direct_latencies):>8.2f} "
+          f"{percentile(direct_latencies, 0.95):>8.2f}")
+    print(f"{'service in front':>22} {len(pages) / wall:>9.3f} {statistics.median(latencies):>8.2f} "
+          f"{percentile(latencies, 0.95):>8.2f}   /health p99 {percentile(health, 0.99):.1f} ms")
+    print(f"front / direct throughput: {direct_wall / wall:.1%} (goal: at least 95%)")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--gpu", action="store_true", help="full-size random DeepSeek-OCR-2 on CUDA")
@@ -160,8 +212,17 @@ def main() -> None:
     parser.add_argument("--mode", default="base")
     parser.add_argument("--image-size", type=int, nargs=2, default=(1000, 1400), metavar=("W", "H"))
     parser.add_argument("--checkpoint", type=Path, help="use this checkpoint instead of building one")
+    parser.add_argument("--engine", choices=("local", "vllm"), default="local",
+                        help="local: batch size 1 against batching in this process; vllm: front against direct")
+    parser.add_argument("--vllm-url", action="append", default=[], help="a vLLM server (repeat for several)")
     args = parser.parse_args()
     args.max_new_tokens = args.max_new_tokens or (512 if args.gpu else 32)
+    if args.engine == "vllm":
+        if not args.vllm_url:
+            parser.error("--engine vllm needs --vllm-url")
+        with tempfile.TemporaryDirectory() as scratch:
+            measure_vllm(args, Path(scratch) / "runs")
+        return
 
     with tempfile.TemporaryDirectory() as scratch:
         checkpoint = args.checkpoint

