@@ -19,7 +19,7 @@ from dsocr.api.errors import install_error_handlers
 from dsocr.engines.loading import ModelPathError, resolve_model_source
 from dsocr.pipeline.history import HistoryStore
 from dsocr.pipeline.progress import TaskRegistry
-from dsocr.pipeline.runs import RunStore
+from dsocr.pipeline.runs import RunStore, RunsDirError
 from dsocr.serving.admission import Admission
 from dsocr.serving.metrics import Metrics, RequestMetricsMiddleware
 from dsocr.serving.model_host import ModelHost
@@ -37,13 +37,12 @@ TASK_TTL_S = 600
 @asynccontextmanager
 async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     settings: Settings = app.state.settings
-    try:  # served through vLLM, no checkpoint is read here
-        source = "" if settings.ocr_engine is EngineChoice.vllm else resolve_model_source(settings.ocr_model_path)
-    except ModelPathError as exc:
+    try:
+        source = startup_checks(app)
+    except (ModelPathError, RunsDirError) as exc:
         log.error("cannot start: %s", exc)
         raise
     runs: RunStore = app.state.runs
-    runs.prepare()
     history_store = open_history(app)
     host: ModelHost = app.state.model
     host.start(settings, source)
@@ -57,6 +56,15 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     if app.state.exit_code:
         logging.shutdown()
         os._exit(app.state.exit_code)  # a model that cannot serve: exit non-zero, so that the process is restarted
+
+
+def startup_checks(app: FastAPI) -> str:
+    """What must hold before anything starts: a checkpoint to load (none is read here when served through vLLM)
+    and a writable runs folder. Returns the checkpoint's source."""
+    settings: Settings = app.state.settings
+    source = "" if settings.ocr_engine is EngineChoice.vllm else resolve_model_source(settings.ocr_model_path)
+    app.state.runs.prepare()
+    return source
 
 
 def open_history(app: FastAPI) -> HistoryStore | None:
@@ -138,6 +146,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         else None
     )
 
+    install_error_handlers(app)  # first, so innermost: a 500 still passes the CORS and metrics middlewares
     wildcard = "*" in settings.allowed_origins
     app.add_middleware(
         CORSMiddleware,
@@ -147,7 +156,6 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         allow_headers=["*"],
     )
     app.add_middleware(RequestMetricsMiddleware, metrics=metrics, paths=("/api/ocr", "/api/ocr/stream"))
-    install_error_handlers(app)
     for feature in (health, modes, ocr, tasks, history, artifacts):
         app.include_router(feature.router)
     return app
@@ -164,11 +172,23 @@ def configure_logging() -> None:
 
 
 def _module_app() -> FastAPI:
+    """The app uvicorn serves: a configuration that cannot work ends the process with one line, no traceback."""
     try:
-        return create_app()
+        module_app = create_app()
+        startup_checks(module_app)
     except SettingsError as exc:
         raise SystemExit(f"Invalid configuration: {exc}") from None
+    except (ModelPathError, RunsDirError) as exc:
+        raise SystemExit(f"Cannot start: {exc}") from None
+    return module_app
 
 
 configure_logging()
-app = _module_app()
+
+
+def __getattr__(name: str) -> FastAPI:
+    """`app`, made when uvicorn first asks for it (`uvicorn app:app`), not when tests import `create_app`."""
+    if name != "app":
+        raise AttributeError(f"module 'app' has no attribute {name!r}")
+    module_app = globals()["app"] = _module_app()
+    return module_app

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import copy
 import threading
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Protocol
+from typing import Any, Callable, Protocol
 
 from PIL import Image
 
@@ -64,6 +65,24 @@ class Engine(ABC):
     """A loaded model, whatever runs it: `info` says what it is."""
 
     info: EngineInfo
+
+    def count_tokens(self, text: str) -> int | None:
+        """How many tokens `text` is for this model's tokenizer; None when the engine cannot tell (a remote
+        server, which enforces its own limits). Called from worker threads."""
+        return None
+
+
+class TokenCounter:
+    """Counts tokens with a private copy of a tokenizer: the model thread's own copy changes its padding state
+    while it runs, which a fast tokenizer does not allow from two threads at once."""
+
+    def __init__(self, tokenizer: Any) -> None:
+        self.tokenizer = copy.deepcopy(tokenizer)
+        self.lock = threading.Lock()
+
+    def __call__(self, text: str) -> int:
+        with self.lock:
+            return len(self.tokenizer.encode(text, add_special_tokens=False))
 
 
 class OcrEngine(Engine):

@@ -70,6 +70,7 @@ class Settings(BaseSettings):
 
     # Request guardrails.
     ocr_max_prompt_chars: int = Field(4000, ge=1)
+    ocr_max_prompt_tokens: int = Field(512, ge=1)
     ocr_max_image_pixels: int = Field(50_000_000, ge=1)
 
     # PDFs: upstream renders pages at 144 DPI.

@@ -45,8 +45,10 @@ def build_standin_checkpoint(folder: Path, family: str = "v1") -> Path:
     return folder
 
 
-def set_answer(folder: Path, text: str = "", raise_message: str | None = None) -> None:
-    (folder / "answer.json").write_text(json.dumps({"text": text, "raise": raise_message}))
+def set_answer(folder: Path, text: str = "", raise_message: str | None = None, token_delay_s: float = 0.0) -> None:
+    """What the stand-in's infer answers next (or raises), and how long each generated token takes."""
+    (folder / "answer.json").write_text(json.dumps({"text": text, "raise": raise_message,
+                                                    "token_delay_s": token_delay_s}))
 
 
 def calls(folder: Path) -> list[dict[str, Any]]:

@@ -244,3 +244,21 @@ def test_a_default_mode_of_another_family_is_refused_before_the_weights_load(sta
     health = start_client(checkpoint=weightless, ocr_default_mode="tiny").get("/health").json()
     assert health["status"] == "error"
     assert "DEEPSEEK_OCR_DEFAULT_MODE='tiny' is not a mode of deepseek-ocr-2" in health["detail"]
+
+
+def test_a_page_that_fails_its_batch_fails_alone_and_its_batch_mates_are_read() -> None:
+    def script(batch: list[PageRequest]) -> list[PageResult]:
+        if any(request.image.width == 1 for request in batch):
+            raise ValueError("SizeDict(height=0, width=1024)")  # what the processor says of a 3000x1 strip
+        return [PageResult("fine", "stop", 1) for _ in batch]
+
+    engine = ScriptedEngine(script)
+
+    async def test(host: ModelHost) -> None:
+        outcomes = await asyncio.gather(*(host.scheduler.submit(engine, page(size=size))
+                                          for size in ((64, 64), (1, 64), (64, 64))), return_exceptions=True)
+        assert isinstance(outcomes[1], ValueError)
+        assert [outcomes[0][0].raw_text, outcomes[2][0].raw_text] == ["fine", "fine"]
+
+    host, fatal = run_host(engine, test, ocr_max_batch_size=3, ocr_batch_wait_ms=500)
+    assert [len(batch) for batch in engine.batches] == [3, 1, 1, 1] and not fatal

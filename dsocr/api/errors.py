@@ -9,6 +9,7 @@ import uuid
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from dsocr.errors import ServiceError
 
@@ -30,11 +31,32 @@ async def invalid_request(request: Request, exc: RequestValidationError) -> JSON
     return JSONResponse({"detail": f"Invalid request: {problems}"}, status_code=422)
 
 
-async def internal_error(request: Request, exc: Exception) -> JSONResponse:
-    request_id = log_internal_error(request.app, f"{request.method} {request.url.path}", exc)
-    return JSONResponse(
-        {"detail": f"Internal error (request id {request_id})", "requestId": request_id}, status_code=500
-    )
+class InternalErrorMiddleware:
+    """Any other exception becomes a 500 whose request id is in the body and in the log, logged once: an
+    exception handler for `Exception` would be re-raised by Starlette and logged again by uvicorn."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = False
+
+        async def noting_start(message: Message) -> None:
+            nonlocal started
+            started = started or message["type"] == "http.response.start"
+            await send(message)
+
+        try:
+            await self.app(scope, receive, noting_start)
+        except Exception as exc:
+            request_id = log_internal_error(scope["app"], f"{scope['method']} {scope['path']}", exc)
+            if started:  # too late for a 500: the client sees the answer cut short
+                return
+            body = {"detail": f"Internal error (request id {request_id})", "requestId": request_id}
+            await JSONResponse(body, status_code=500)(scope, receive, send)
 
 
 def log_internal_error(app: FastAPI, what: str, exc: BaseException) -> str:
@@ -47,4 +69,4 @@ def log_internal_error(app: FastAPI, what: str, exc: BaseException) -> str:
 def install_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(ServiceError, service_error)
     app.add_exception_handler(RequestValidationError, invalid_request)
-    app.add_exception_handler(Exception, internal_error)
+    app.add_middleware(InternalErrorMiddleware)

@@ -93,7 +93,7 @@ async def _read_and_check(request: Request, engine: Engine, settings: Settings, 
     form = await read_upload(request, settings.max_upload_bytes, OCR_TEXT_FIELDS)
     reporter.attach(form.fields.get(TASK_ID))
     reporter.uploaded(len(form.data))
-    return await check_ocr_request(form, engine.info, settings)
+    return await check_ocr_request(form, engine, settings)
 
 
 def _read_in_run(app: FastAPI, ocr: OcrInput, engine: Engine, reporter: TaskReporter,

@@ -38,8 +38,8 @@ def _counting(receive: Receive, max_body: int, limit: int) -> Receive:
 
 async def read_upload(request: Request, limit: int, text_fields: tuple[str, ...]) -> UploadForm:
     """The `image` file (at most `limit` bytes) and the named text fields of a multipart form."""
-    content_type = request.headers.get("content-type", "")
-    if not content_type.lower().startswith("multipart/form-data"):
+    media_type = request.headers.get("content-type", "").split(";", 1)[0].strip().lower()
+    if media_type != "multipart/form-data":
         raise UnsupportedType("Send the upload as multipart/form-data with the file in the 'image' field")
     max_body = limit + FORM_OVERHEAD_BYTES
     declared = request.headers.get("content-length")

@@ -8,7 +8,7 @@ import torch
 
 from dsocr.engines.generation import BatchTextStreamer, NGramRepetitionGuard, StopAbandoned, never_banned_ids
 from dsocr.catalogue import Mode, ModelFamily
-from ocr_engine import EngineInfo, OcrEngine, PageRequest, PageResult
+from ocr_engine import EngineInfo, OcrEngine, PageRequest, PageResult, TokenCounter
 from settings import Settings
 
 
@@ -39,11 +39,15 @@ class NativeEngine(OcrEngine):
         self.ngram_size = settings.ocr_ngram_size
         self.ngram_window = settings.ocr_ngram_window
         self.tokenizer = processor.tokenizer
+        self.token_counter = TokenCounter(self.tokenizer)
         self.never_banned = never_banned_ids(self.tokenizer)
         self.eos_id = self.tokenizer.eos_token_id
         self.pad_id = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else self.eos_id
         # Left padding keeps every prompt's last token at the end of its row, as batched generation needs.
         self.tokenizer.padding_side = "left"
+
+    def count_tokens(self, text: str) -> int:
+        return self.token_counter(text)
 
     @classmethod
     def load(cls, info: EngineInfo, dtype: torch.dtype, settings: Settings) -> "NativeEngine":

@@ -5,17 +5,50 @@ from __future__ import annotations
 import contextlib
 import io
 import logging
-from typing import Any
+import sys
+import threading
+from typing import Any, Iterator
 
 import torch
+from transformers import StoppingCriteriaList
 
 from dsocr.catalogue import FinishReason, strip_eos
-from ocr_engine import EngineInfo, OcrEngine, PageRequest, PageResult
+from dsocr.engines.generation import StopAbandoned
+from ocr_engine import EngineInfo, OcrEngine, PageRequest, PageResult, TokenCounter
 from settings import Settings
 
 log = logging.getLogger("deepseek_ocr.engine")
 
 PAGE_FILE = "page.png"
+
+
+class ThreadStdout(io.TextIOBase):
+    """Standard output that one thread at a time can capture for itself: what upstream's infer prints on the
+    model thread is discarded, while every other thread's prints go on to the real stdout."""
+
+    def __init__(self) -> None:
+        self.local = threading.local()
+
+    @contextlib.contextmanager
+    def captured(self) -> Iterator[None]:
+        if not isinstance(sys.stdout, ThreadStdout):  # installed once, around whatever stdout is
+            self.real = sys.stdout
+            sys.stdout = self
+        self.local.sink = io.StringIO()
+        try:
+            yield
+        finally:
+            self.local.sink = None
+
+    def write(self, text: str) -> int:
+        sink = getattr(self.local, "sink", None)
+        return (sink if sink is not None else self.real).write(text)
+
+    def flush(self) -> None:
+        self.real.flush()
+
+
+MODEL_THREAD_STDOUT = ThreadStdout()
 
 
 class GenerationCap:
@@ -25,16 +58,21 @@ class GenerationCap:
     DEEPSEEK_OCR_MAX_NEW_TOKENS and notes whether the answer ended with end-of-sentence.
     """
 
-    def __init__(self, generate: Any, max_new_tokens: int, eos_id: int | None) -> None:
+    def __init__(self, generate: Any, max_new_tokens: int, eos_id: int | None, abandoned: threading.Event) -> None:
         self.generate = generate
         self.max_new_tokens = max_new_tokens
         self.eos_id = eos_id
+        self.abandoned = abandoned
         self.finish_reason: FinishReason | None = None
         self.generated_tokens = 0
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
         requested = kwargs.get("max_new_tokens") or self.max_new_tokens
         kwargs["max_new_tokens"] = min(requested, self.max_new_tokens)
+        # Nobody waits for the answer any more (client gone, deadline passed): stop at the next token.
+        kwargs["stopping_criteria"] = StoppingCriteriaList(
+            [*(kwargs.get("stopping_criteria") or []), StopAbandoned([self.abandoned])]
+        )
         output = self.generate(*args, **kwargs)
         prompt = args[0] if args else kwargs.get("input_ids")
         if isinstance(output, torch.Tensor) and isinstance(prompt, torch.Tensor):
@@ -50,9 +88,13 @@ class RemoteCodeEngine(OcrEngine):
 
     def __init__(self, tokenizer: Any, model: Any, info: EngineInfo, max_new_tokens: int) -> None:
         self.tokenizer = tokenizer
+        self.token_counter = TokenCounter(self.tokenizer)
         self.model = model
         self.info = info
         self.max_new_tokens = max_new_tokens
+
+    def count_tokens(self, text: str) -> int:
+        return self.token_counter(text)
 
     @classmethod
     def load(cls, info: EngineInfo, dtype: torch.dtype, settings: Settings) -> "RemoteCodeEngine":
@@ -72,11 +114,10 @@ class RemoteCodeEngine(OcrEngine):
     def _infer(self, request: PageRequest) -> PageResult:
         image_file = request.work_dir / PAGE_FILE
         request.image.save(image_file)
-        cap = GenerationCap(self.model.generate, self.max_new_tokens, self.tokenizer.eos_token_id)
+        cap = GenerationCap(self.model.generate, self.max_new_tokens, self.tokenizer.eos_token_id, request.abandoned)
         self.model.generate = cap  # infer calls self.generate: the instance attribute wins over the method
-        printed = io.StringIO()  # infer streams its text to stdout; that copy is not the answer
         try:
-            with contextlib.redirect_stdout(printed):
+            with MODEL_THREAD_STDOUT.captured():  # infer streams its text to stdout; that copy is not the answer
                 raw = self.model.infer(
                     self.tokenizer,
                     prompt=request.prompt,

@@ -18,8 +18,11 @@ POINTS_PER_INCH = 72
 PDF_MAGIC = b"%PDF-"
 # Readers accept the header anywhere in the first KiB (PDF 1.7, annex H).
 PDF_HEADER_WINDOW = 1024
-PAGE_RANGE = re.compile(r"\s*(\d+)\s*(?:-\s*(\d+)\s*)?")
+# ASCII digits only: \d would read "١" as 1.
+PAGE_RANGE = re.compile(r"\s*([0-9]+)\s*(?:-\s*([0-9]+)\s*)?", re.ASCII)
 ENCRYPT_KEY = re.compile(rb"/Encrypt\b")
+# Longer numbers are past any PDF's end (and Python's int() refuses numbers of over 4300 digits).
+MAX_PAGE_DIGITS = 9
 EMPTY_PAGE_TREE = re.compile(rb"/Type\s*/Pages\b[^>]*?/Count\s+0\b|/Count\s+0\b[^>]*?/Type\s*/Pages\b")
 # PDFium is not thread-safe: one document operation at a time in this process.
 PDFIUM_LOCK = threading.Lock()
@@ -37,6 +40,8 @@ SIGNATURES: tuple[tuple[bytes, str], ...] = (
 ACCEPTED = "PNG, JPEG, WebP, BMP, TIFF or GIF image, or a PDF"
 # Transparent areas are laid on white, as on paper; a black fill would hide black text.
 BACKGROUND = (255, 255, 255)
+# The most elongated page the model is given: narrower strips are padded (see readable()).
+MAX_ASPECT = 20
 
 
 def sniff(data: bytes) -> str | None:
@@ -59,7 +64,9 @@ class Document:
 
 
 def is_pdf(data: bytes) -> bool:
-    return PDF_MAGIC in data[:PDF_HEADER_WINDOW]
+    """A PDF header in the first KiB, where readers look for it; image signatures are checked first (a PNG may
+    well hold "%PDF-" in its first KiB)."""
+    return sniff(data) is None and PDF_MAGIC in data[:PDF_HEADER_WINDOW]
 
 
 def load_document(data: bytes, page_spec: str | None, max_pixels: int, dpi: float, max_pages: int) -> Document:
@@ -78,14 +85,19 @@ def parse_page_selection(spec: str | None, page_count: int) -> list[int]:
         match = PAGE_RANGE.fullmatch(part)
         if match is None:
             raise InvalidField(f"Invalid page selection {spec!r}: use page numbers and ranges like 1-3,7")
-        first = int(match.group(1))
-        last = int(match.group(2) or first)
+        first = _page_number(match.group(1))
+        last = _page_number(match.group(2) or match.group(1))
         if first < 1 or last < first:
-            raise InvalidField(f"Invalid page range {part.strip()!r}: pages count from 1, ranges go upwards")
+            raise InvalidField(f"Invalid page range {part.strip()[:40]!r}: pages count from 1, ranges go upwards")
         if last > page_count:
-            raise InvalidField(f"Page {last} does not exist: the PDF has {page_count} page(s)")
+            shown = (match.group(2) or match.group(1))[:MAX_PAGE_DIGITS + 1]
+            raise InvalidField(f"Page {shown} does not exist: the PDF has {page_count} page(s)")
         selected.update(range(first, last + 1))
     return sorted(selected)
+
+
+def _page_number(digits: str) -> int:
+    return int(digits) if len(digits.lstrip("0")) <= MAX_PAGE_DIGITS else 10**MAX_PAGE_DIGITS
 
 
 def render_pdf(data: bytes, page_spec: str | None, dpi: float, max_pages: int, max_pixels: int) -> list[PageImage]:
@@ -94,8 +106,8 @@ def render_pdf(data: bytes, page_spec: str | None, dpi: float, max_pages: int, m
     with PDFIUM_LOCK:
         try:
             document = pdfium.PdfDocument(data)
-        except pdfium.PdfiumError:
-            raise _load_failure(data) from None
+        except pdfium.PdfiumError as exc:  # its error code is read at once, under the lock: it is this load's
+            raise _load_failure(data, exc.err_code) from None
         try:
             if len(document) == 0:
                 raise InvalidField("The PDF has no pages")
@@ -110,13 +122,16 @@ def render_pdf(data: bytes, page_spec: str | None, dpi: float, max_pages: int, m
             document.close()
 
 
-def _load_failure(data: bytes) -> Exception:
-    """Why PDFium refused a document. Its error code is process-global and can be stale, so the reason is read
-    from the file's own dictionaries: encryption and the page count are stored unencrypted, uncompressed."""
-    if ENCRYPT_KEY.search(data):
-        return InvalidField("The PDF is encrypted (password protected): upload an unprotected copy")
+def _load_failure(data: bytes, err_code: int | None) -> Exception:
+    """Why PDFium refused a document. Encrypted only when PDFium says so and the file has an encryption
+    dictionary: PDFium's error code is process-wide and not reset by every failure (a PDF without pages can
+    report the password error of an earlier document), and a broken file may merely contain the word."""
+    import pypdfium2.raw as pdfium_c
+
     if EMPTY_PAGE_TREE.search(data):
         return InvalidField("The PDF has no pages")
+    if err_code in (pdfium_c.FPDF_ERR_PASSWORD, pdfium_c.FPDF_ERR_SECURITY) and ENCRYPT_KEY.search(data):
+        return InvalidField("The PDF is encrypted (password protected): upload an unprotected copy")
     return BadUpload("Cannot read the PDF: it is broken or truncated")
 
 
@@ -128,7 +143,7 @@ def _render_page(page: object, dpi: float, max_pixels: int) -> Image.Image:
         scale *= (max_pixels / pixels) ** 0.5
     try:
         bitmap = page.render(scale=scale)
-        return bitmap.to_pil().convert("RGB")
+        return readable(bitmap.to_pil().convert("RGB"))
     except Exception as exc:  # PDFium reports a page it cannot draw with various errors
         raise BadUpload(f"Cannot render a page of the PDF: {exc}") from None
     finally:
@@ -154,11 +169,23 @@ def decode_image(data: bytes, max_pixels: int) -> Image.Image:
                 )
             image.load()  # the first frame of an animation
             image = ImageOps.exif_transpose(image)
-            return _to_rgb(image)
+            return readable(_to_rgb(image))
     except (Image.DecompressionBombError, Image.DecompressionBombWarning):
         raise PayloadTooLarge(f"Image has too many pixels; the limit is {max_pixels}") from None
     except (OSError, SyntaxError, ValueError, EOFError) as exc:
         raise BadUpload(f"Cannot decode the {fmt} image (corrupt or truncated): {exc}") from None
+
+
+def readable(image: Image.Image) -> Image.Image:
+    """The page with its short side padded (white, at the bottom or right) so that it is at least 1/MAX_ASPECT of
+    the long side: the image processor scales a 3000x1 strip to a view 0 pixels high and fails."""
+    width, height = image.size
+    short = -(-max(width, height) // MAX_ASPECT)
+    if min(width, height) >= short:
+        return image
+    page = Image.new("RGB", (max(width, short), max(height, short)), BACKGROUND)
+    page.paste(image, (0, 0))
+    return page
 
 
 def _to_rgb(image: Image.Image) -> Image.Image:

@@ -9,7 +9,7 @@ from dsocr.serving.workers import in_worker
 from dsocr.catalogue import Mode
 from dsocr.errors import InvalidField
 from dsocr.pipeline.documents import Document, load_document
-from ocr_engine import EngineInfo
+from ocr_engine import Engine, EngineInfo
 from settings import Settings
 
 IMAGE_PLACEHOLDER = "<image>"
@@ -57,10 +57,19 @@ class OcrInput:
     task_id: str | None = None  # a progress task (POST /api/task/create) that follows this request
 
 
-async def check_ocr_request(form: UploadForm, info: EngineInfo, settings: Settings) -> OcrInput:
+def check_prompt_tokens(prompt: str, engine: Engine, max_tokens: int) -> None:
+    """A prompt short in characters can be long in tokens (every "𝔸" is several): limited in tokens too, since a
+    batch pads every prompt to its longest."""
+    tokens = engine.count_tokens(prompt)
+    if tokens is not None and tokens > max_tokens:
+        raise InvalidField(f"Prompt is {tokens} tokens; the limit is {max_tokens} (DEEPSEEK_OCR_MAX_PROMPT_TOKENS)")
+
+
+async def check_ocr_request(form: UploadForm, engine: Engine, settings: Settings) -> OcrInput:
     """The form's mode, prompt and document, checked; the document decoded (or rendered) off the event loop."""
-    mode = resolve_mode(form.fields.get("mode"), info, settings.ocr_default_mode)
+    mode = resolve_mode(form.fields.get("mode"), engine.info, settings.ocr_default_mode)
     prompt = resolve_prompt(form.fields.get("prompt"), settings.ocr_default_prompt, settings.ocr_max_prompt_chars)
+    await in_worker(check_prompt_tokens, prompt, engine, settings.ocr_max_prompt_tokens)
     document = await in_worker(
         load_document, form.data, form.fields.get("pages"), settings.ocr_max_image_pixels,
         settings.ocr_pdf_dpi, settings.ocr_max_pdf_pages,

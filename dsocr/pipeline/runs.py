@@ -7,6 +7,7 @@ import logging
 import os
 import re
 import shutil
+import threading
 import time
 import uuid
 from dataclasses import dataclass
@@ -15,6 +16,12 @@ from pathlib import Path
 log = logging.getLogger("deepseek_ocr.runs")
 
 RUN_ID = re.compile(r"[0-9a-f]{32}")
+# Artifacts lie at most pages/N/images/K.jpg deep: deeper paths are refused before touching the disk.
+MAX_ARTIFACT_DEPTH = 8
+
+
+class RunsDirError(Exception):
+    """DEEPSEEK_OCR_RUNS_DIR cannot be used; the message names it."""
 
 
 @dataclass(frozen=True)
@@ -33,9 +40,20 @@ class RunStore:
         self.ttl_s = ttl_s
         self.max_bytes = max_bytes
         self.active: set[str] = set()  # runs whose request is still going: never swept
+        self.sweeping = threading.Lock()
 
     def prepare(self) -> None:
-        self.root.mkdir(parents=True, exist_ok=True)
+        """Makes the runs folder and proves it writable, or says which setting to fix."""
+        try:
+            self.root.mkdir(parents=True, exist_ok=True)
+            probe = self.root / f".write-test-{uuid.uuid4().hex}"
+            probe.touch()
+            probe.unlink()
+        except OSError as exc:
+            raise RunsDirError(
+                f"DEEPSEEK_OCR_RUNS_DIR={str(self.root)!r} is not a writable folder ({exc.strerror or exc}): "
+                "point it at one the service may write to"
+            ) from None
         self.sweep()
 
     def create(self) -> Run:
@@ -50,17 +68,18 @@ class RunStore:
         shutil.rmtree(run.path, ignore_errors=True)
 
     def keep(self, run: Run) -> None:
-        """A finished run: its artifacts are kept for the TTL, counted from now, within the size cap."""
+        """A finished run: its artifacts are kept for the TTL, counted from now, within the size cap; a run
+        without artifacts (its empty page folders aside) leaves nothing."""
         self.active.discard(run.id)
-        if not any(run.path.iterdir()):
-            self.discard(run)
+        _remove_empty_folders(run.path)
+        if not run.path.exists():
             return
         os.utime(run.path)
         self.sweep()
 
     def artifact(self, run_id: str, relative: str) -> Path | None:
         """The file `relative` inside run `run_id`, or None for anything else (other runs, traversal, folders)."""
-        if not RUN_ID.fullmatch(run_id):
+        if not RUN_ID.fullmatch(run_id) or "\x00" in relative or relative.count("/") > MAX_ARTIFACT_DEPTH:
             return None
         folder = (self.root / run_id).resolve()
         candidate = (folder / relative).resolve()
@@ -71,15 +90,23 @@ class RunStore:
         return candidate
 
     def sweep(self) -> None:
-        """Removes expired runs, then the oldest ones while the store is over its size cap."""
+        """Removes expired runs, then the oldest ones while the store is over its size cap. One sweep at a time:
+        requests finishing together and the periodic sweeper all call it."""
+        with self.sweeping:
+            self._sweep()
+
+    def _sweep(self) -> None:
         runs = []
         for folder in self.root.iterdir() if self.root.is_dir() else []:
             if not (folder.is_dir() and RUN_ID.fullmatch(folder.name)) or folder.name in self.active:
                 continue
             if self._expired(folder):
                 shutil.rmtree(folder, ignore_errors=True)
-            else:
+                continue
+            try:
                 runs.append((folder.stat().st_mtime, _size(folder), folder))
+            except FileNotFoundError:  # discarded by its request meanwhile
+                continue
         total = sum(size for _, size, _ in runs)
         for _, size, folder in sorted(runs):
             if total <= self.max_bytes:
@@ -96,4 +123,25 @@ class RunStore:
 
 
 def _size(folder: Path) -> int:
-    return sum(entry.stat().st_size for entry in folder.rglob("*") if entry.is_file())
+    total = 0
+    for entry in folder.rglob("*"):
+        try:
+            if entry.is_file():
+                total += entry.stat().st_size
+        except FileNotFoundError:
+            continue
+    return total
+
+
+def _remove_empty_folders(folder: Path) -> None:
+    """Removes the empty folders under `folder`, deepest first, and `folder` itself if it ends up empty."""
+    for path in sorted(folder.rglob("*"), key=lambda p: len(p.parts), reverse=True):
+        if path.is_dir():
+            try:
+                path.rmdir()
+            except OSError:  # not empty
+                pass
+    try:
+        folder.rmdir()
+    except OSError:
+        pass

@@ -214,10 +214,10 @@ class ModelHost:
         self.thread.stop()
 
     async def _run_batch(self, engine: OcrEngine, requests: list[PageRequest]) -> list[BatchOutcome]:
-        """Runs a batch on the model thread; a batch that runs out of device memory is retried page by page,
-        and a device that fails for good ends the process."""
+        """Runs a batch on the model thread; a batch that fails (out of device memory included) is retried page
+        by page, and a device that fails for good ends the process."""
         try:
-            return await asyncio.wrap_future(self.thread.submit(_run_splitting_on_oom, engine, requests))
+            return await asyncio.wrap_future(self.thread.submit(_run_isolating_failures, engine, requests))
         except Exception as exc:
             if is_device_failure(exc):
                 self.fail(f"The device failed: {type(exc).__name__}: {exc}", exc)
@@ -225,28 +225,35 @@ class ModelHost:
             raise
 
 
-def _run_splitting_on_oom(engine: OcrEngine, requests: list[PageRequest]) -> list[BatchOutcome]:
+def _run_isolating_failures(engine: OcrEngine, requests: list[PageRequest]) -> list[BatchOutcome]:
+    """Runs a batch; if it fails, runs its pages one by one so that one page's failure (an image the processor
+    cannot take, a page too big for the device) is that page's alone. A device failure is not retried."""
     try:
         return list(engine.run(requests))
     except Exception as exc:
-        if not is_out_of_memory(exc):
+        if len(requests) == 1 or is_device_failure(exc):
             raise
-        log.warning("a batch of %d page(s) ran out of device memory; retrying page by page", len(requests))
+        log.warning("a batch of %d page(s) failed (%s: %s); running its pages one by one", len(requests),
+                    type(exc).__name__, exc)
     outcomes: list[BatchOutcome] = []
     for request in requests:
         _free_device_memory()
         try:
             outcomes.extend(engine.run([request]))
         except Exception as exc:
-            if not is_out_of_memory(exc):
+            if is_device_failure(exc):
                 raise
-            tokens = vision_tokens(request.mode, request.image.width, request.image.height)
-            outcomes.append(Unavailable(
-                f"Out of device memory reading one page in mode {request.mode.name!r} ({tokens} vision tokens, "
-                f"{request.image.width}x{request.image.height} px): try a smaller mode, or retry when the service "
-                "is less busy",
-                headers={"Retry-After": str(LOADING_RETRY_AFTER_S)},
-                reason="out_of_memory",
-            ))
+            outcomes.append(_out_of_memory(request) if is_out_of_memory(exc) else exc)
     _free_device_memory()
     return outcomes
+
+
+def _out_of_memory(request: PageRequest) -> Unavailable:
+    tokens = vision_tokens(request.mode, request.image.width, request.image.height)
+    return Unavailable(
+        f"Out of device memory reading one page in mode {request.mode.name!r} ({tokens} vision tokens, "
+        f"{request.image.width}x{request.image.height} px): try a smaller mode, or retry when the service is less "
+        "busy",
+        headers={"Retry-After": str(LOADING_RETRY_AFTER_S)},
+        reason="out_of_memory",
+    )

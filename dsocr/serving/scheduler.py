@@ -146,7 +146,8 @@ class BatchScheduler:
                 _settle(job, result=(outcome, timings))
         except Exception as exc:
             if not isinstance(exc, ServiceError):
-                log.exception("a batch of %d page(s) failed", len(batch))
+                # Without the traceback: each request that ends in it logs it once, with its request id.
+                log.warning("a batch of %d page(s) failed: %s: %s", len(batch), type(exc).__name__, exc)
             for job in batch:
                 _settle(job, exception=exc)
         finally:

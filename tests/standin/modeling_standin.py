@@ -11,6 +11,7 @@ returns the decoded answer without its end-of-sentence token. The answer is the 
 """
 
 import json
+import time
 from pathlib import Path
 
 import torch
@@ -44,12 +45,19 @@ class StandInOcrModel(PreTrainedModel):
         (Path(pretrained_model_name_or_path) / "load.json").write_text(json.dumps(record))
         return super().from_pretrained(pretrained_model_name_or_path, *args, **kwargs)
 
-    def generate(self, input_ids, max_new_tokens=20, eos_token_id=None, **kwargs):
+    def generate(self, input_ids, max_new_tokens=20, eos_token_id=None, stopping_criteria=None, **kwargs):
+        """Token by token, like transformers' generate: stopping criteria are asked after each token."""
         self.generate_calls.append(max_new_tokens)
         new = self.scripted[:max_new_tokens]
         if len(self.scripted) < max_new_tokens:
             new = new + [eos_token_id]
-        return torch.cat([input_ids, torch.tensor([new], dtype=input_ids.dtype)], dim=1)
+        output = input_ids
+        for token in new:
+            time.sleep(self.token_delay_s)
+            output = torch.cat([output, torch.tensor([[token]], dtype=input_ids.dtype)], dim=1)
+            if stopping_criteria and any(bool(criterion(output, None).all()) for criterion in stopping_criteria):
+                break
+        return output
 
     def infer(self, tokenizer, prompt="", image_file="", output_path=" ", base_size=1024, image_size=640,
               crop_mode=True, test_compress=False, save_results=False, eval_mode=False):
@@ -68,11 +76,14 @@ class StandInOcrModel(PreTrainedModel):
             self._record(folder, call)
             raise RuntimeError(script["raise"])
         self.scripted = tokenizer.encode(script["text"], add_special_tokens=False)
+        self.token_delay_s = script.get("token_delay_s", 0.0)
         prompt_ids = torch.tensor([tokenizer.encode(prompt)])
         self.generate_calls = []
+        (folder / "generating").touch()  # tests wait on this to act while tokens are being generated
         output = self.generate(prompt_ids, max_new_tokens=UPSTREAM_MAX_NEW_TOKENS,
                                eos_token_id=tokenizer.eos_token_id, temperature=0.0, no_repeat_ngram_size=35)
         call["generate_max_new_tokens"] = self.generate_calls
+        call["generated_tokens"] = output.shape[1] - prompt_ids.shape[1]
         self._record(folder, call)
         text = tokenizer.decode(output[0, prompt_ids.shape[1]:].tolist())
         print(text)

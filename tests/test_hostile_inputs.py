@@ -1,0 +1,200 @@
+"""Inputs a hostile (or unlucky) client sends, each found by attacking the running service: none may produce a
+500, hang another request or be misread."""
+
+from __future__ import annotations
+
+import io
+import socket
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+from PIL import Image
+
+from conftest import image_bytes
+from dsocr.pipeline.runs import RunStore
+from live_server import ROOT, Server, metric
+from standin_checkpoint import calls, set_answer
+from test_pdf import make_pdf
+
+
+def post(client, data: bytes, filename: str = "page.png", **fields: str):
+    return client.post("/api/ocr", files={"image": (filename, data, "application/octet-stream")}, data=fields)
+
+
+def png(size: tuple[int, int]) -> bytes:
+    buffer = io.BytesIO()
+    Image.new("RGB", size, "white").save(buffer, "PNG")
+    return buffer.getvalue()
+
+
+@pytest.mark.parametrize("size", [(3000, 1), (1, 3000), (20000, 8)])
+def test_an_image_of_extreme_aspect_ratio_is_padded_and_read(client, size: tuple[int, int]) -> None:
+    response = post(client, png(size))
+    assert response.status_code == 200, response.text
+    body = response.json()
+    long_side = max(size)
+    assert max(body["imageWidth"], body["imageHeight"]) == long_side
+    assert min(body["imageWidth"], body["imageHeight"]) == -(-long_side // 20)  # padded to 1:20
+
+
+def test_a_pdf_page_of_extreme_aspect_ratio_is_read(client) -> None:
+    response = post(client, make_pdf(((3000, 1), (200, 100))), filename="strip.pdf")
+    assert response.status_code == 200, response.text
+    assert len(response.json()["pages"]) == 2
+
+
+def test_a_prompt_short_in_characters_but_long_in_tokens_is_422(client) -> None:
+    response = post(client, image_bytes(), prompt="𝔸" * 3990)
+    assert response.status_code == 422
+    assert "DEEPSEEK_OCR_MAX_PROMPT_TOKENS" in response.json()["detail"]
+
+
+@pytest.mark.parametrize("pages", ["1" * 5000, "1-" + "9" * 5000, "١", "1-٣"])
+def test_page_selections_of_huge_or_non_ascii_numbers_are_422(client, pages: str) -> None:
+    response = post(client, make_pdf(), filename="doc.pdf", pages=pages)
+    assert response.status_code == 422, response.text
+
+
+@pytest.mark.parametrize("path", ["images/0%00.png", "a/" * 3000 + "x.jpg"])
+def test_odd_artifact_paths_are_404(client, path: str) -> None:
+    response = client.get(f"/api/runs/{'0' * 32}/{path}")
+    assert response.status_code == 404 and isinstance(response.json()["detail"], str)
+
+
+def test_a_png_with_pdf_magic_in_its_first_kib_is_an_image(client) -> None:
+    image = Image.new("RGB", (300, 200), "white")
+    buffer = io.BytesIO()
+    image.save(buffer, "PNG", pnginfo=_text_chunk("Comment", "%PDF-1.7 in a comment"))
+    data = buffer.getvalue()
+    assert b"%PDF-" in data[:1024]
+    response = post(client, data)
+    assert response.status_code == 200 and response.json()["isPdf"] is False
+
+
+def _text_chunk(key: str, value: str):
+    from PIL import PngImagePlugin
+
+    info = PngImagePlugin.PngInfo()
+    info.add_text(key, value)
+    return info
+
+
+def test_a_broken_pdf_that_mentions_encrypt_is_broken_not_encrypted(client) -> None:
+    response = post(client, b"%PDF-1.7\n1 0 obj << /Encrypt 2 0 R >> garbage", filename="x.pdf")
+    assert response.status_code == 400
+    assert "broken" in response.json()["detail"]
+
+
+def test_a_content_type_that_only_starts_like_multipart_is_415(client) -> None:
+    response = client.post("/api/ocr", content=b"--x\r\n", headers={"Content-Type": "multipart/form-dataX; boundary=x"})
+    assert response.status_code == 415
+
+
+def test_a_pdf_without_artifacts_leaves_no_folder(client, runs_dir: Path) -> None:
+    assert post(client, make_pdf(), filename="doc.pdf").status_code == 200
+    assert list(runs_dir.iterdir()) == []  # no empty pages/N/ folders left for the TTL
+
+
+def test_runs_finishing_together_never_trip_over_each_others_sweep(tmp_path: Path) -> None:
+    store = RunStore(tmp_path / "runs", ttl_s=3600, max_bytes=2000)
+    store.prepare()
+    runs = []
+    for _ in range(60):
+        run = store.create()
+        (run.path / "images").mkdir()
+        (run.path / "images" / "0.jpg").write_bytes(b"x" * 100)
+        runs.append(run)
+    failures: list[BaseException] = []
+
+    def keep(run) -> None:
+        try:
+            store.keep(run)
+        except BaseException as exc:  # noqa: BLE001 - the test collects every failure
+            failures.append(exc)
+
+    threads = [threading.Thread(target=keep, args=(run,)) for run in runs]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert failures == []
+    assert sum(1 for _ in (tmp_path / "runs").iterdir()) <= 20  # within the size cap
+
+
+def test_a_departed_client_stops_the_remote_code_generation(standin_v1: Path, tmp_path: Path) -> None:
+    set_answer(standin_v1, "word " * 300, token_delay_s=0.02)  # some 30 s of generation if nobody stops it
+    server = Server({"DEEPSEEK_OCR_MODEL_PATH": str(standin_v1), "DEEPSEEK_OCR_RUNS_DIR": str(tmp_path / "runs"),
+                     "DEEPSEEK_OCR_MAX_NEW_TOKENS": "4096"})
+    try:
+        server.wait_ready()
+        request = httpx.Request("POST", f"{server.url}/api/ocr", files={"image": ("p.png", image_bytes())})
+        head = f"POST /api/ocr HTTP/1.1\r\nHost: 127.0.0.1\r\n" + "".join(
+            f"{name}: {value}\r\n" for name, value in request.headers.items() if name.lower() != "host")
+        with socket.create_connection(("127.0.0.1", server.port)) as sock:
+            sock.sendall(head.encode() + b"\r\n" + request.read())
+            deadline = time.monotonic() + 60
+            while not (standin_v1 / "generating").exists():  # leave once tokens are being generated
+                assert time.monotonic() < deadline
+                time.sleep(0.01)
+        deadline = time.monotonic() + 60
+        while not calls(standin_v1):
+            assert time.monotonic() < deadline, "the generation went on for nobody"
+            time.sleep(0.05)
+        [call] = calls(standin_v1)
+        assert call["generated_tokens"] < 1500 / 2  # stopped, not run to the end of the scripted answer
+    finally:
+        server.stop()
+
+
+def test_only_the_model_threads_prints_are_discarded(start_client, standin_v1: Path, capsys) -> None:
+    client = start_client(checkpoint=standin_v1, ocr_max_new_tokens=4096)
+    set_answer(standin_v1, "word " * 100, token_delay_s=0.02)
+    answer: list = []
+    worker = threading.Thread(target=lambda: answer.append(post(client, image_bytes())))
+    worker.start()
+    deadline = time.monotonic() + 60
+    while not client.app.state.model.scheduler.running:
+        assert time.monotonic() < deadline
+        time.sleep(0.01)
+    print("another thread's line")
+    worker.join(60)
+    assert answer[0].status_code == 200
+    printed = capsys.readouterr().out
+    assert "another thread's line" in printed
+    assert "stand-in streaming output" not in printed
+
+
+def test_a_500_is_logged_once_with_its_request_id(standin_v1: Path, tmp_path: Path) -> None:
+    set_answer(standin_v1, raise_message="stand-in failure")
+    server = Server({"DEEPSEEK_OCR_MODEL_PATH": str(standin_v1), "DEEPSEEK_OCR_RUNS_DIR": str(tmp_path / "runs")})
+    try:
+        server.wait_ready()
+        response = httpx.post(f"{server.url}/api/ocr", files={"image": ("p.png", image_bytes())}, timeout=120)
+        assert response.status_code == 500
+        request_id = response.json()["requestId"]
+        deadline = time.monotonic() + 30
+        while metric(server.url, "deepseek_ocr_failures_total", reason="internal") < 1:
+            assert time.monotonic() < deadline
+            time.sleep(0.05)
+        output = server.output()
+        assert output.count("Traceback") == 1, output
+        assert request_id in output
+    finally:
+        server.stop()
+
+
+def test_an_unwritable_runs_dir_stops_startup_naming_the_variable(native_checkpoint: Path, tmp_path: Path) -> None:
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a folder")
+    done = subprocess.run(
+        [sys.executable, "-m", "uvicorn", "app:app", "--port", "1"], cwd=ROOT, capture_output=True, text=True,
+        timeout=120, env={"PATH": "/usr/bin:/bin", "DEEPSEEK_OCR_MODEL_PATH": str(native_checkpoint),
+                          "DEEPSEEK_OCR_RUNS_DIR": str(blocker / "runs"), "HF_HUB_OFFLINE": "1"},
+    )
+    assert done.returncode != 0
+    assert "DEEPSEEK_OCR_RUNS_DIR" in done.stderr and "Traceback" not in done.stderr
