@@ -82,6 +82,8 @@ class Settings(BaseSettings):
     ocr_batch_wait_ms: float = Field(10, ge=0)
     ocr_max_queue: int = Field(64, ge=1)
     ocr_request_timeout_s: float = Field(600, gt=0)
+    ocr_upload_timeout_s: float = Field(60, gt=0)
+    ocr_upload_min_kib_s: float = Field(64, gt=0)
     ocr_shutdown_grace_s: float = Field(30, ge=0)
 
     # Repetition guard: upstream's image setting, n-gram 30 within the last 90 tokens; 0 disables.

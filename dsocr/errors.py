@@ -27,6 +27,13 @@ class NotFound(ServiceError):
     reason = "not_found"
 
 
+class RequestTimeout(ServiceError):
+    """The request's body did not arrive in time."""
+
+    status_code = 408
+    reason = "upload_timeout"
+
+
 class PayloadTooLarge(ServiceError):
     status_code = 413
     reason = "too_large"

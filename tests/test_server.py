@@ -129,3 +129,53 @@ def test_a_client_that_leaves_mid_upload_is_counted_as_gone_not_as_a_fault(serve
         time.sleep(0.05)
     assert metric(server.url, "deepseek_ocr_failures_total", reason="internal") == 0
     assert httpx.get(f"{server.url}/health", timeout=30).status_code == 200
+
+
+def test_after_a_413_on_a_chunked_body_the_connection_is_closed_not_read_on(server: Server) -> None:
+    block = b"\0" * (64 * 1024)
+    sent_after_answer = 0
+    with socket.create_connection(("127.0.0.1", server.port), timeout=30) as sock:
+        sock.sendall(_request_head(server.port, "Transfer-Encoding: chunked\r\n"))
+        part = b'--xyz\r\nContent-Disposition: form-data; name="image"; filename="a.png"\r\n\r\n'
+        sock.sendall(b"%x\r\n%s\r\n" % (len(part), part))
+        answered = False
+        try:
+            while sent_after_answer < 64 * 1024 * 1024:
+                sock.sendall(b"%x\r\n%s\r\n" % (len(block), block))
+                if answered:
+                    sent_after_answer += len(block)
+                    continue
+                sock.settimeout(0.001)
+                try:
+                    answered = sock.recv(4096).startswith(b"HTTP/1.1 413")
+                except socket.timeout:
+                    pass
+                sock.settimeout(30)
+        except OSError:  # the server closed the connection: what we wanted
+            pass
+    assert sent_after_answer < 16 * 1024 * 1024  # not read on for the whole body
+
+
+@pytest.fixture
+def impatient_server(native_checkpoint: Path, tmp_path: Path) -> Iterator[Server]:
+    running = Server({"DEEPSEEK_OCR_MODEL_PATH": str(native_checkpoint), "DEEPSEEK_OCR_RUNS_DIR": str(tmp_path / "runs"),
+                      "DEEPSEEK_OCR_UPLOAD_TIMEOUT_S": "1", "DEEPSEEK_OCR_MAX_QUEUE": "1"})
+    running.wait_ready()
+    yield running
+    running.stop()
+
+
+def test_a_stalled_upload_is_408_and_gives_its_queue_slot_back(impatient_server: Server) -> None:
+    from live_server import metric
+
+    server = impatient_server
+    with socket.create_connection(("127.0.0.1", server.port), timeout=30) as sock:
+        sock.sendall(_request_head(server.port, "Content-Length: 100000\r\n") + b"--xyz\r\n")  # then nothing
+        sock.settimeout(60)
+        answer = b""
+        while chunk := sock.recv(65536):  # until the server closes the connection
+            answer += chunk
+    assert answer.startswith(b"HTTP/1.1 408") and b"DEEPSEEK_OCR_UPLOAD_TIMEOUT_S" in answer
+    assert metric(server.url, "deepseek_ocr_admitted") == 0
+    response = httpx.post(f"{server.url}/api/ocr", files={"image": ("a.png", image_bytes())}, timeout=120)
+    assert response.status_code == 200  # the only slot is free again

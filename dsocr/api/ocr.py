@@ -12,7 +12,7 @@ from fastapi.responses import StreamingResponse
 from dsocr.api.dependencies import get_settings, ready_engine
 from dsocr.api.request_scope import TASK_ID, RequestScope
 from dsocr.api.sse import SSE_HEADERS, event_stream
-from dsocr.api.uploads import read_upload
+from dsocr.api.uploads import UploadPace, read_upload
 from dsocr.pipeline.ocr_request import OCR_TEXT_FIELDS, OcrInput, check_ocr_request
 from dsocr.pipeline.ocr_run import read_in_run
 from dsocr.pipeline.pages import EventSink
@@ -90,7 +90,8 @@ async def api_ocr_stream(
 
 async def _read_and_check(request: Request, engine: Engine, settings: Settings, reporter: TaskReporter) -> OcrInput:
     """Reads the upload and checks it; a progress task named by its `task_id` follows from then on."""
-    form = await read_upload(request, settings.max_upload_bytes, OCR_TEXT_FIELDS)
+    pace = UploadPace(settings.ocr_upload_timeout_s, settings.ocr_upload_min_kib_s * 1024)
+    form = await read_upload(request, settings.max_upload_bytes, OCR_TEXT_FIELDS, pace)
     reporter.attach(form.fields.get(TASK_ID))
     reporter.uploaded(len(form.data))
     return await check_ocr_request(form, engine, settings)
