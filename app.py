@@ -15,6 +15,7 @@ from fastapi.middleware.cors import CORSMiddleware
 
 from dsocr.serving.workers import in_worker
 from dsocr.api import artifacts, health, history, modes, ocr, tasks
+from dsocr.api.auth import ApiKeyMiddleware, ApiKeys
 from dsocr.api.errors import install_error_handlers
 from dsocr.engines.loading import ModelPathError, resolve_model_source
 from dsocr.pipeline.history import HistoryStore
@@ -47,6 +48,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     host: ModelHost = app.state.model
     host.start(settings, source)
     drain_on_sigterm(app, host, settings.ocr_shutdown_grace_s)
+    reload_keys_on_sighup(app.state.api_keys)
     sweeper = asyncio.create_task(sweep(runs, history_store, min(SWEEP_INTERVAL_S, max(settings.ocr_run_ttl_s, 1))))
     yield
     sweeper.cancel()
@@ -81,6 +83,22 @@ def open_history(app: FastAPI) -> HistoryStore | None:
         history_store.close()
         app.state.history = None
     return app.state.history
+
+
+def reload_keys_on_sighup(api_keys: ApiKeys) -> None:
+    """SIGHUP re-reads DEEPSEEK_OCR_API_KEYS_FILE (under uvicorn's main thread; tests' in-process clients call
+    `reload` themselves)."""
+    if threading.current_thread() is not threading.main_thread() or api_keys.keys_file is None:
+        return
+    loop = asyncio.get_running_loop()
+
+    def reload() -> None:
+        try:
+            api_keys.reload()
+        except OSError as exc:
+            log.error("SIGHUP: cannot re-read DEEPSEEK_OCR_API_KEYS_FILE (%s); the keys stay as they were", exc)
+
+    signal.signal(signal.SIGHUP, lambda signum, frame: loop.call_soon_threadsafe(reload))
 
 
 def drain_on_sigterm(app: FastAPI, host: ModelHost, grace_s: float) -> None:
@@ -147,6 +165,12 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     )
 
     install_error_handlers(app)  # first, so innermost: a 500 still passes the CORS and metrics middlewares
+    try:
+        app.state.api_keys = api_keys = ApiKeys(settings.ocr_api_keys, settings.ocr_api_keys_file)
+    except OSError as exc:
+        raise SettingsError(f"DEEPSEEK_OCR_API_KEYS_FILE={settings.ocr_api_keys_file!r}: cannot read it ({exc})") from None
+    # Inside CORS: preflights are answered without a key, and a 401 still carries the CORS headers.
+    app.add_middleware(ApiKeyMiddleware, keys=api_keys)
     wildcard = "*" in settings.allowed_origins
     app.add_middleware(
         CORSMiddleware,

@@ -50,6 +50,8 @@ class Settings(BaseSettings):
     ocr_model_path: str = Field("../../ocr_project/model", min_length=1)
     attn_impl: AttnImpl = AttnImpl.flash_attention_2
     allowed_origins: Annotated[list[str], NoDecode] = ["*"]
+    ocr_api_keys: Annotated[list[str], NoDecode] = Field([], repr=False)
+    ocr_api_keys_file: str = ""
     max_image_mb: float = Field(15, gt=0)
     ocr_default_prompt: str = Field(DEFAULT_PROMPT, min_length=1)
     ocr_runs_dir: Path = Path("runs")
@@ -102,7 +104,7 @@ class Settings(BaseSettings):
     ocr_history_ttl_s: float = Field(604800, gt=0)  # a week
     ocr_history_max_mb: float = Field(2048, gt=0)
 
-    @field_validator("allowed_origins", "ocr_vllm_urls", mode="before")
+    @field_validator("allowed_origins", "ocr_vllm_urls", "ocr_api_keys", mode="before")
     @classmethod
     def _split_list(cls, value: object) -> object:
         if isinstance(value, str):

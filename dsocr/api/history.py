@@ -7,10 +7,11 @@ from enum import Enum
 from pathlib import PurePath
 from urllib.parse import quote
 
-from fastapi import APIRouter, Depends, Query
+from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import JSONResponse, Response
 
 from dsocr.serving.workers import in_worker
+from dsocr.api.auth import client_owner
 from dsocr.api.dependencies import get_history
 from dsocr.errors import NotFound
 from dsocr.pipeline.history import HistoryStore
@@ -37,34 +38,38 @@ DOWNLOADS = {
 
 @router.get("/api/history", response_model=HistoryList)
 async def history_list(
-    limit: int = Query(30, ge=1, le=HISTORY_LIST_LIMIT), history: HistoryStore | None = Depends(get_history)
+    request: Request, limit: int = Query(30, ge=1, le=HISTORY_LIST_LIMIT),
+    history: HistoryStore | None = Depends(get_history),
 ) -> HistoryList:
-    """Kept results, newest first (empty when DEEPSEEK_OCR_HISTORY is off)."""
+    """Kept results, newest first (empty when DEEPSEEK_OCR_HISTORY is off); with API keys, the key's own."""
     if history is None:
         return HistoryList(items=[])
-    rows = await in_worker(history.list, limit)
+    rows = await in_worker(history.list, limit, client_owner(request))
     return HistoryList(items=[HistoryItem(**row) for row in rows])
 
 
-async def _history_entry(entry_id: str, history: HistoryStore | None) -> dict:
-    entry = await in_worker(history.get, entry_id) if history else None
+async def _history_entry(request: Request, entry_id: str, history: HistoryStore | None) -> dict:
+    entry = await in_worker(history.get, entry_id, client_owner(request)) if history else None
     if entry is None:
         raise NotFound("No such history entry (unknown or expired)")
     return entry
 
 
 @router.get("/api/history/{entry_id}", response_model=OcrResponse)
-async def history_entry(entry_id: str, history: HistoryStore | None = Depends(get_history)) -> JSONResponse:
+async def history_entry(
+    request: Request, entry_id: str, history: HistoryStore | None = Depends(get_history)
+) -> JSONResponse:
     """A kept result: /api/ocr's JSON as it was answered, page previews included."""
-    return JSONResponse(await _history_entry(entry_id, history))
+    return JSONResponse(await _history_entry(request, entry_id, history))
 
 
 @router.get("/api/history/{entry_id}/download")
 async def history_download(
-    entry_id: str, format: DownloadFormat = DownloadFormat.md, history: HistoryStore | None = Depends(get_history)
+    request: Request, entry_id: str, format: DownloadFormat = DownloadFormat.md,
+    history: HistoryStore | None = Depends(get_history),
 ) -> Response:
     """A kept result as a file: `md` the markdown, `raw` the model's raw output, `json` the whole result."""
-    entry = await _history_entry(entry_id, history)
+    entry = await _history_entry(request, entry_id, history)
     if format is DownloadFormat.json:
         content = json.dumps(entry, ensure_ascii=False, indent=2)
     else:

@@ -54,7 +54,7 @@ async def api_ocr(
     scope = RequestScope(request, settings.ocr_request_timeout_s)
     try:
         ocr = await scope.within(_read_and_check(request, engine, settings, scope.reporter))
-        response = await scope.within(_read_in_run(request.app, ocr, engine, scope.reporter), drop_on_disconnect=True)
+        response = await scope.within(_read_in_run(request.app, ocr, engine, scope), drop_on_disconnect=True)
     except BaseException as exc:
         scope.release(exc)
         raise
@@ -82,7 +82,7 @@ async def api_ocr_stream(
         raise
     events: asyncio.Queue[tuple[str, dict]] = asyncio.Queue()
     work = asyncio.ensure_future(scope.within(
-        _read_in_run(request.app, ocr, engine, scope.reporter, lambda name, data: events.put_nowait((name, data)))
+        _read_in_run(request.app, ocr, engine, scope, lambda name, data: events.put_nowait((name, data)))
     ))
     scope.release_when_done(work)  # the stream's client leaving cancels the work (see event_stream)
     return StreamingResponse(event_stream(request.app, work, events), media_type="text/event-stream", headers=SSE_HEADERS)
@@ -97,8 +97,8 @@ async def _read_and_check(request: Request, engine: Engine, settings: Settings, 
     return await check_ocr_request(form, engine, settings)
 
 
-def _read_in_run(app: FastAPI, ocr: OcrInput, engine: Engine, reporter: TaskReporter,
+def _read_in_run(app: FastAPI, ocr: OcrInput, engine: Engine, scope: RequestScope,
                  on_event: EventSink | None = None) -> Awaitable[OcrResponse]:
     state = app.state
-    return read_in_run(ocr, engine, state.model, state.runs, state.history, reporter,
-                       state.settings.ocr_page_previews, on_event)
+    return read_in_run(ocr, engine, state.model, state.runs, state.history, scope.reporter,
+                       state.settings.ocr_page_previews, on_event, owner=scope.owner)

@@ -9,6 +9,7 @@ from typing import Awaitable, TypeVar
 
 from starlette.requests import Request
 
+from dsocr.api.auth import client_owner
 from dsocr.errors import ClientGone, ServiceError, TimedOut
 from dsocr.pipeline.progress import TaskReporter
 from dsocr.serving.admission import Admission
@@ -25,7 +26,8 @@ class RequestScope:
         body (`?task_id=` or `X-Task-Id`) hears of every failure, a refusal included; one named in the form
         follows from the moment the form is read."""
         self.request = request
-        self.reporter = TaskReporter(request.app.state.tasks)
+        self.owner = client_owner(request)
+        self.reporter = TaskReporter(request.app.state.tasks, self.owner)
         self.reporter.attach(request.query_params.get(TASK_ID) or request.headers.get(TASK_ID_HEADER))
         self.admission: Admission = request.app.state.admission
         try:

@@ -7,6 +7,7 @@ from typing import AsyncIterator
 from fastapi import APIRouter, Request
 from fastapi.responses import StreamingResponse
 
+from dsocr.api.auth import client_owner
 from dsocr.api.sse import KEEPALIVE, SSE_HEADERS, sse
 from dsocr.pipeline.progress import TaskRegistry
 from schemas import TaskCreated
@@ -17,7 +18,7 @@ router = APIRouter()
 @router.post("/api/task/create", response_model=TaskCreated)
 async def create_task(request: Request) -> TaskCreated:
     """A progress task: follow it at /api/progress/{taskId}, and name it in an OCR request's `task_id` field."""
-    return TaskCreated(task_id=request.app.state.tasks.create().id)
+    return TaskCreated(task_id=request.app.state.tasks.create(client_owner(request)).id)
 
 
 @router.get(
@@ -29,10 +30,10 @@ async def task_progress(task_id: str, request: Request) -> StreamingResponse:
     """Server-sent events: `data: {"stage", "current", "total", "message", "percent"}` now and at every change
     (stages pending, upload, preprocessing, inference, postprocessing, complete, error), then `event: complete`.
     An unknown or expired task ends at once with stage `error`."""
-    return StreamingResponse(_events(request.app.state.tasks, task_id), media_type="text/event-stream",
-                             headers=SSE_HEADERS)
+    return StreamingResponse(_events(request.app.state.tasks, task_id, client_owner(request)),
+                             media_type="text/event-stream", headers=SSE_HEADERS)
 
 
-async def _events(tasks: TaskRegistry, task_id: str) -> AsyncIterator[bytes]:
-    async for message in tasks.follow(task_id):
+async def _events(tasks: TaskRegistry, task_id: str, owner: str) -> AsyncIterator[bytes]:
+    async for message in tasks.follow(task_id, owner):
         yield KEEPALIVE if message is None else sse(*message)

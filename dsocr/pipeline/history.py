@@ -29,9 +29,15 @@ CREATE TABLE IF NOT EXISTS entries (
     duration_ms REAL NOT NULL,
     pages INTEGER NOT NULL,
     is_pdf INTEGER NOT NULL,
-    bytes INTEGER NOT NULL
+    bytes INTEGER NOT NULL DEFAULT 0,
+    owner TEXT NOT NULL DEFAULT ''
 );
+"""
+# Columns added since the first version, for databases made by it.
+ADDED_COLUMNS = {"bytes": "INTEGER NOT NULL DEFAULT 0", "owner": "TEXT NOT NULL DEFAULT ''"}
+INDEXES = """
 CREATE INDEX IF NOT EXISTS entries_by_age ON entries (created);
+CREATE INDEX IF NOT EXISTS entries_by_owner ON entries (owner, created);
 """
 LIST_COLUMNS = "id, created_at, file_name, file_size, mode, duration_ms, pages, is_pdf"
 
@@ -58,6 +64,11 @@ class HistoryStore:
         self.db = sqlite3.connect(self.folder / "history.sqlite3", check_same_thread=False, isolation_level=None)
         self.db.execute("PRAGMA journal_mode=WAL")
         self.db.executescript(SCHEMA)
+        present = {row[1] for row in self.db.execute("PRAGMA table_info(entries)")}
+        for column, declaration in ADDED_COLUMNS.items():
+            if column not in present:
+                self.db.execute(f"ALTER TABLE entries ADD COLUMN {column} {declaration}")
+        self.db.executescript(INDEXES)
         self.prune()
 
     def close(self) -> None:
@@ -66,9 +77,9 @@ class HistoryStore:
                 self.db.close()
                 self.db = None
 
-    def add(self, entry_id: str, result: dict[str, Any]) -> None:
-        """Keeps `result` (/api/ocr's JSON) under `entry_id`; the file is written before the index row, so that
-        a listed entry always has its result."""
+    def add(self, entry_id: str, result: dict[str, Any], owner: str = "") -> None:
+        """Keeps `result` (/api/ocr's JSON) under `entry_id`, seen only by `owner` (an API key's fingerprint; ""
+        without keys); the file is written before the index row, so that a listed entry always has its result."""
         target = self._result_file(entry_id)
         temporary = target.with_suffix(".tmp")
         content = json.dumps(result, ensure_ascii=False).encode("utf-8")
@@ -78,32 +89,34 @@ class HistoryStore:
         finally:
             temporary.unlink(missing_ok=True)  # a write that failed half-way leaves nothing
         row = (entry_id, time.time(), result["createdAt"], result["fileName"], result["fileSize"], result["mode"],
-               result["durationMs"], len(result["pages"]), int(result["isPdf"]), len(content))
+               result["durationMs"], len(result["pages"]), int(result["isPdf"]), len(content), owner)
         try:
             with self.lock:
-                self._db().execute("INSERT INTO entries VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", row)
+                self._db().execute(
+                    "INSERT INTO entries (id, created, created_at, file_name, file_size, mode, duration_ms, pages, "
+                    "is_pdf, bytes, owner) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", row)
         except BaseException:
             target.unlink(missing_ok=True)
             raise
         self.prune()
 
-    def list(self, limit: int) -> list[dict[str, Any]]:
-        """The newest `limit` entries, newest first."""
+    def list(self, limit: int, owner: str = "") -> list[dict[str, Any]]:
+        """`owner`'s newest `limit` entries, newest first."""
         with self.lock:
             rows = self._db().execute(
-                f"SELECT {LIST_COLUMNS} FROM entries WHERE created >= ? ORDER BY created DESC LIMIT ?",
-                (self._cutoff(), limit),
+                f"SELECT {LIST_COLUMNS} FROM entries WHERE owner = ? AND created >= ? ORDER BY created DESC LIMIT ?",
+                (owner, self._cutoff(), limit),
             ).fetchall()
         keys = ("id", "createdAt", "fileName", "fileSize", "mode", "durationMs", "pages", "isPdf")
         return [{**dict(zip(keys, row)), "isPdf": bool(row[-1])} for row in rows]
 
-    def get(self, entry_id: str) -> dict[str, Any] | None:
-        """The stored result, or None for an unknown, malformed or expired id."""
+    def get(self, entry_id: str, owner: str = "") -> dict[str, Any] | None:
+        """The stored result, or None for an unknown, malformed or expired id, or another owner's."""
         if not ENTRY_ID.fullmatch(entry_id):
             return None
         with self.lock:
             row = self._db().execute(
-                "SELECT 1 FROM entries WHERE id = ? AND created >= ?", (entry_id, self._cutoff())
+                "SELECT 1 FROM entries WHERE id = ? AND owner = ? AND created >= ?", (entry_id, owner, self._cutoff())
             ).fetchone()
         if row is None:
             return None

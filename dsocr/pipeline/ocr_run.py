@@ -19,7 +19,7 @@ log = logging.getLogger("deepseek_ocr")
 
 async def read_in_run(
     ocr: OcrInput, engine: Engine, submitter: PageSubmitter, runs: RunStore, history: HistoryStore | None,
-    reporter: TaskReporter, previews: bool, on_event: EventSink | None = None,
+    reporter: TaskReporter, previews: bool, on_event: EventSink | None = None, owner: str = "",
 ) -> OcrResponse:
     """Reads the document in a run folder of its own (kept when it holds artifacts, removed on failure), and
     keeps the result in the history. `on_event` hears the pipeline's events, the raw text as it is generated
@@ -41,19 +41,19 @@ async def read_in_run(
     except BaseException:
         runs.discard(run)
         raise
-    response = await remember(history, response)
+    response = await remember(history, response, owner)
     reporter.complete()
     return response
 
 
-async def remember(history: HistoryStore | None, response: OcrResponse) -> OcrResponse:
+async def remember(history: HistoryStore | None, response: OcrResponse, owner: str = "") -> OcrResponse:
     """The result with its `historyId`, once kept; a history that cannot be written never fails the answer."""
     if history is None:
         return response
     entry_id = new_entry_id()
     kept = response.model_copy(update={"history_id": entry_id})
     try:
-        await in_worker(history.add, entry_id, kept.model_dump(by_alias=True))
+        await in_worker(history.add, entry_id, kept.model_dump(by_alias=True), owner)
     except Exception:
         log.exception("could not keep the result in the history")
         return response

@@ -26,6 +26,7 @@ MAX_PENDING_STATES = 64
 @dataclass
 class Task:
     id: str
+    owner: str = ""  # the API key's fingerprint that created it ("" without keys): only it follows the task
     stage: Stage = "pending"
     current: int = 0
     total: int = 0
@@ -61,7 +62,7 @@ class TaskRegistry:
         self.ttl_s = ttl_s
         self.tasks: OrderedDict[str, Task] = OrderedDict()  # least recently updated first
 
-    def create(self) -> Task:
+    def create(self, owner: str = "") -> Task:
         self._expire()
         while len(self.tasks) >= self.max_tasks:
             # Finished tasks go first, then the least recently updated.
@@ -69,13 +70,15 @@ class TaskRegistry:
                           next(iter(self.tasks.values())))
             del self.tasks[victim.id]
             victim.publish(None)
-        task = Task(secrets.token_hex(16))
+        task = Task(secrets.token_hex(16), owner)
         self.tasks[task.id] = task
         return task
 
-    def get(self, task_id: str) -> Task | None:
+    def get(self, task_id: str, owner: str = "") -> Task | None:
+        """The task, unless unknown, expired or another owner's."""
         self._expire()
-        return self.tasks.get(task_id)
+        task = self.tasks.get(task_id)
+        return task if task is not None and task.owner == owner else None
 
     def update(self, task: Task, stage: Stage, message: str, current: int | None = None, total: int | None = None) -> None:
         if task.stage in FINAL_STAGES or self.tasks.get(task.id) is not task:
@@ -98,10 +101,10 @@ class TaskRegistry:
             del self.tasks[task.id]
             task.publish(None)
 
-    async def follow(self, task_id: str) -> AsyncIterator[Message | None]:
+    async def follow(self, task_id: str, owner: str = "") -> AsyncIterator[Message | None]:
         """The task's state now and at every change, as unnamed messages, then a `complete` one once it completes
         or fails; None now and then while nothing changes. An unknown or expired task ends at once, as an error."""
-        task = self.get(task_id)
+        task = self.get(task_id, owner)
         if task is None:
             gone = _gone("Unknown or expired task id")
             yield None, gone
@@ -147,14 +150,15 @@ class TaskReporter:
     """Turns one OCR request's steps and its pipeline events into its task's stages; does nothing until a task
     is attached (requests without `task_id`, or with an unknown one)."""
 
-    def __init__(self, registry: TaskRegistry) -> None:
+    def __init__(self, registry: TaskRegistry, owner: str = "") -> None:
         self.registry = registry
+        self.owner = owner
         self.task: Task | None = None
 
     def attach(self, task_id: str | None) -> None:
-        """Follows the task `task_id` from now on, unless one is followed already."""
+        """Follows the task `task_id` (if its owner's) from now on, unless one is followed already."""
         if self.task is None and task_id:
-            self.task = self.registry.get(task_id)
+            self.task = self.registry.get(task_id, self.owner)
 
     def _update(self, stage: Stage, message: str, current: int | None = None, total: int | None = None) -> None:
         if self.task is not None:
