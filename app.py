@@ -155,7 +155,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     )
     app.state.metrics = metrics = Metrics()
     app.state.model = ModelHost(settings, metrics)
-    app.state.admission = Admission(settings.ocr_max_queue, metrics)
+    app.state.admission = Admission(settings.ocr_max_queue, metrics, settings.ocr_max_queue_pages)
     app.state.tasks = TaskRegistry(MAX_TASKS, TASK_TTL_S)
     app.state.history = (
         HistoryStore(settings.ocr_history_dir, settings.ocr_history_max, settings.ocr_history_ttl_s,

@@ -83,6 +83,7 @@ class Settings(BaseSettings):
     ocr_max_batch_size: int = Field(8, ge=1)
     ocr_batch_wait_ms: float = Field(10, ge=0)
     ocr_max_queue: int = Field(64, ge=1)
+    ocr_max_queue_pages: int = Field(256, ge=1)
     ocr_request_timeout_s: float = Field(600, gt=0)
     ocr_upload_timeout_s: float = Field(60, gt=0)
     ocr_upload_min_kib_s: float = Field(64, gt=0)

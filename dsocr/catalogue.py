@@ -52,6 +52,11 @@ class Mode:
         return tokens_for_view(self.image_size)
 
     @property
+    def max_useful_side(self) -> int:
+        """The most pixels a side of a page can feed this mode: the global view, or the longest row of tiles."""
+        return max(self.base_size, self.image_size * self.max_tiles if self.crop_mode else 0)
+
+    @property
     def max_vision_tokens(self) -> int:
         """The most vision tokens one page costs in this mode (global view plus the most tiles)."""
         return self.global_tokens + (self.tile_tokens * self.max_tiles if self.crop_mode else 0)

@@ -198,3 +198,35 @@ def test_an_unwritable_runs_dir_stops_startup_naming_the_variable(native_checkpo
     )
     assert done.returncode != 0
     assert "DEEPSEEK_OCR_RUNS_DIR" in done.stderr and "Traceback" not in done.stderr
+
+
+@pytest.mark.parametrize("mode,side", [("gundam", 768 * 6), ("base", 1024)])
+def test_a_poster_sized_pdf_page_is_rendered_no_larger_than_the_mode_can_use(client, mode: str, side: int) -> None:
+    from pypdf import PdfWriter
+
+    writer = PdfWriter()
+    writer.add_blank_page(width=14400, height=14400)  # 200 inches: 28800 px a side at 144 DPI
+    buffer = io.BytesIO()
+    writer.write(buffer)
+    body = post(client, buffer.getvalue(), filename="poster.pdf", mode=mode).json()
+    assert (body["imageWidth"], body["imageHeight"]) == (side, side)
+
+
+def test_admission_counts_pages_and_refuses_past_the_page_budget(start_client, standin_v1: Path) -> None:
+    client = start_client(checkpoint=standin_v1, ocr_max_new_tokens=4096, ocr_max_queue_pages=3)
+    set_answer(standin_v1, "word " * 40, token_delay_s=0.02)  # about 4 s a page
+    first: list = []
+    worker = threading.Thread(target=lambda: first.append(post(client, make_pdf(((200, 100), (100, 200))),
+                                                              filename="two.pdf")))
+    worker.start()
+    deadline = time.monotonic() + 60
+    while client.app.state.admission.pages < 2:
+        assert time.monotonic() < deadline
+        time.sleep(0.01)
+    refused = post(client, make_pdf(((200, 100), (100, 200))), filename="two-more.pdf")
+    assert refused.status_code == 503 and refused.headers["retry-after"]
+    assert "DEEPSEEK_OCR_MAX_QUEUE_PAGES" in refused.json()["detail"]
+    worker.join(60)
+    assert first[0].status_code == 200 and client.app.state.admission.pages == 0
+    set_answer(standin_v1, "done")
+    assert post(client, make_pdf(((200, 100), (100, 200))), filename="two-more.pdf").status_code == 200

@@ -54,6 +54,7 @@ async def api_ocr(
     scope = RequestScope(request, settings.ocr_request_timeout_s)
     try:
         ocr = await scope.within(_read_and_check(request, engine, settings, scope.reporter))
+        scope.hold_pages(len(ocr.document.pages))
         response = await scope.within(_read_in_run(request.app, ocr, engine, scope), drop_on_disconnect=True)
     except BaseException as exc:
         scope.release(exc)
@@ -77,6 +78,7 @@ async def api_ocr_stream(
     scope = RequestScope(request, settings.ocr_request_timeout_s)
     try:
         ocr = await scope.within(_read_and_check(request, engine, settings, scope.reporter))
+        scope.hold_pages(len(ocr.document.pages))
     except BaseException as exc:
         scope.release(exc)
         raise

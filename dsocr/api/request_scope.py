@@ -39,6 +39,16 @@ class RequestScope:
         self.loop = asyncio.get_running_loop()
         self.deadline = self.loop.time() + timeout_s
         self.released = False
+        self.held_pages = 0
+
+    def hold_pages(self, count: int) -> None:
+        """The request's pages, once known, count against the page budget of the queue (503 past it)."""
+        try:
+            self.admission.hold_pages(count)
+        except ServiceError as exc:
+            self.reporter.failed(exc.detail)
+            raise
+        self.held_pages = count
 
     async def within(self, work: Awaitable[T], drop_on_disconnect: bool = False) -> T:
         """`work`, cut off at the request's deadline (504); with `drop_on_disconnect` (once the body is read)
@@ -56,6 +66,7 @@ class RequestScope:
             return
         self.released = True
         self.admission.leave()
+        self.admission.release_pages(self.held_pages)
         if failure is not None:
             self.reporter.failed(failure_detail(failure))
 

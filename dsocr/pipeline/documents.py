@@ -69,10 +69,13 @@ def is_pdf(data: bytes) -> bool:
     return sniff(data) is None and PDF_MAGIC in data[:PDF_HEADER_WINDOW]
 
 
-def load_document(data: bytes, page_spec: str | None, max_pixels: int, dpi: float, max_pages: int) -> Document:
-    """The page images of an upload: the image itself, or the selected pages of a PDF."""
+def load_document(
+    data: bytes, page_spec: str | None, max_pixels: int, dpi: float, max_pages: int, max_side: int
+) -> Document:
+    """The page images of an upload: the image itself, or the selected pages of a PDF (rendered at `dpi`, but
+    never larger than `max_side` pixels a side, the most the mode can use)."""
     if data and is_pdf(data):
-        return Document(True, render_pdf(data, page_spec, dpi, max_pages, max_pixels))
+        return Document(True, render_pdf(data, page_spec, dpi, max_pages, max_pixels, max_side))
     return Document(False, [PageImage(1, decode_image(data, max_pixels))])
 
 
@@ -100,7 +103,9 @@ def _page_number(digits: str) -> int:
     return int(digits) if len(digits.lstrip("0")) <= MAX_PAGE_DIGITS else 10**MAX_PAGE_DIGITS
 
 
-def render_pdf(data: bytes, page_spec: str | None, dpi: float, max_pages: int, max_pixels: int) -> list[PageImage]:
+def render_pdf(
+    data: bytes, page_spec: str | None, dpi: float, max_pages: int, max_pixels: int, max_side: int
+) -> list[PageImage]:
     import pypdfium2 as pdfium
 
     with PDFIUM_LOCK:
@@ -117,7 +122,8 @@ def render_pdf(data: bytes, page_spec: str | None, dpi: float, max_pages: int, m
                     f"{len(numbers)} pages selected; the limit is {max_pages} (DEEPSEEK_OCR_MAX_PDF_PAGES): "
                     "send fewer with the 'pages' field, e.g. pages=1-10"
                 )
-            return [PageImage(number, _render_page(document[number - 1], dpi, max_pixels)) for number in numbers]
+            return [PageImage(number, _render_page(document[number - 1], dpi, max_pixels, max_side))
+                    for number in numbers]
         finally:
             document.close()
 
@@ -135,9 +141,10 @@ def _load_failure(data: bytes, err_code: int | None) -> Exception:
     return BadUpload("Cannot read the PDF: it is broken or truncated")
 
 
-def _render_page(page: object, dpi: float, max_pixels: int) -> Image.Image:
+def _render_page(page: object, dpi: float, max_pixels: int, max_side: int) -> Image.Image:
     width_pt, height_pt = page.get_size()
-    scale = dpi / POINTS_PER_INCH
+    # A poster-sized page is rendered no larger than the model can use (a 591-byte PDF may ask for 7072x7072).
+    scale = min(dpi / POINTS_PER_INCH, max_side / max(width_pt, height_pt, 1))
     pixels = width_pt * scale * height_pt * scale
     if pixels > max_pixels:  # a poster-sized page is rendered smaller rather than refused
         scale *= (max_pixels / pixels) ** 0.5

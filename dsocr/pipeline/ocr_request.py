@@ -72,6 +72,6 @@ async def check_ocr_request(form: UploadForm, engine: Engine, settings: Settings
     await in_worker(check_prompt_tokens, prompt, engine, settings.ocr_max_prompt_tokens)
     document = await in_worker(
         load_document, form.data, form.fields.get("pages"), settings.ocr_max_image_pixels,
-        settings.ocr_pdf_dpi, settings.ocr_max_pdf_pages,
+        settings.ocr_pdf_dpi, settings.ocr_max_pdf_pages, mode.max_useful_side,
     )
     return OcrInput(form.filename, len(form.data), mode, prompt, document, form.fields.get("task_id"))

@@ -21,6 +21,8 @@ class Metrics:
         self.queue_depth = Gauge("deepseek_ocr_queue_depth", "Pages waiting for the model", registry=r)
         self.running = Gauge("deepseek_ocr_running", "Pages in the batch the model is running", registry=r)
         self.admitted = Gauge("deepseek_ocr_admitted", "Requests admitted (queued, running or reading)", registry=r)
+        self.admitted_pages = Gauge("deepseek_ocr_admitted_pages", "Pages of admitted requests not yet answered",
+                                    registry=r)
         self.request_duration = Histogram("deepseek_ocr_request_duration_seconds", "End-to-end OCR request time",
                                           ["endpoint"], buckets=LATENCY_BUCKETS, registry=r)
         self.queue_wait = Histogram("deepseek_ocr_queue_wait_seconds", "Time a page waited for its batch",
