@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import socket
@@ -10,6 +11,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Iterator
 
 import httpx
 
@@ -63,6 +65,17 @@ class Server:
             self.process.kill()
             self.process.wait()
         self.history.cleanup()
+
+
+@contextlib.contextmanager
+def serving(env: dict[str, str]) -> Iterator[Server]:
+    """A ready server for the `with` block, stopped (by its process id) afterwards."""
+    server = Server(env)
+    try:
+        server.wait_ready()
+        yield server
+    finally:
+        server.stop()
 
 
 def metric(server_url: str, name: str, **labels: str) -> float:

@@ -10,7 +10,7 @@ import pytest
 
 from browser import StaticSite, browser_page, require_browser, screenshot
 from conftest import image_bytes
-from live_server import Server
+from live_server import Server, serving
 from test_pdf import make_pdf
 
 PAGE_TIMEOUT_MS = 120_000
@@ -19,18 +19,10 @@ PAGE_TIMEOUT_MS = 120_000
 @pytest.fixture(scope="module")
 def service(native_checkpoint: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
     require_browser()
-    folder = tmp_path_factory.mktemp("dashboard")
-    server = Server({
-        "DEEPSEEK_OCR_MODEL_PATH": str(native_checkpoint),
-        "DEEPSEEK_OCR_RUNS_DIR": str(folder / "runs"),
-        "DEEPSEEK_OCR_HISTORY_DIR": str(folder / "history"),
-        "DEEPSEEK_OCR_MAX_NEW_TOKENS": "8",
-    })
-    try:
-        server.wait_ready()
+    runs = tmp_path_factory.mktemp("dashboard-runs")
+    with serving({"DEEPSEEK_OCR_MODEL_PATH": str(native_checkpoint), "DEEPSEEK_OCR_RUNS_DIR": str(runs),
+                  "DEEPSEEK_OCR_MAX_NEW_TOKENS": "8"}) as server:
         yield server
-    finally:
-        server.stop()
 
 
 @pytest.fixture(scope="module")

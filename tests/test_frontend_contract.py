@@ -20,7 +20,7 @@ import pytest
 from PIL import Image
 
 from conftest import image_bytes
-from live_server import Server
+from live_server import Server, serving
 from sse import parse_events
 from standin_checkpoint import set_answer
 from test_pdf import make_pdf
@@ -220,18 +220,10 @@ def test_tasks_are_bounded_finished_ones_forgotten_first(client) -> None:
 
 @pytest.fixture(scope="module")
 def live(native_checkpoint: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
-    folder = tmp_path_factory.mktemp("frontend-live")
-    server = Server({
-        "DEEPSEEK_OCR_MODEL_PATH": str(native_checkpoint),
-        "DEEPSEEK_OCR_RUNS_DIR": str(folder / "runs"),
-        "DEEPSEEK_OCR_HISTORY_DIR": str(folder / "history"),
-        "DEEPSEEK_OCR_MAX_NEW_TOKENS": "8",
-    })
-    try:
-        server.wait_ready()
+    runs = tmp_path_factory.mktemp("frontend-live-runs")
+    with serving({"DEEPSEEK_OCR_MODEL_PATH": str(native_checkpoint), "DEEPSEEK_OCR_RUNS_DIR": str(runs),
+                  "DEEPSEEK_OCR_MAX_NEW_TOKENS": "8"}) as server:
         yield server
-    finally:
-        server.stop()
 
 
 def test_progress_follows_a_pdf_page_by_page_over_the_real_server(live: Server) -> None:

@@ -133,7 +133,7 @@ def test_a_departed_client_stops_the_remote_code_generation(standin_v1: Path, tm
     try:
         server.wait_ready()
         request = httpx.Request("POST", f"{server.url}/api/ocr", files={"image": ("p.png", image_bytes())})
-        head = f"POST /api/ocr HTTP/1.1\r\nHost: 127.0.0.1\r\n" + "".join(
+        head = "POST /api/ocr HTTP/1.1\r\nHost: 127.0.0.1\r\n" + "".join(
             f"{name}: {value}\r\n" for name, value in request.headers.items() if name.lower() != "host")
         with socket.create_connection(("127.0.0.1", server.port)) as sock:
             sock.sendall(head.encode() + b"\r\n" + request.read())

@@ -20,7 +20,7 @@ import httpx
 import pytest
 
 from conftest import image_bytes
-from live_server import Server, free_port, metric
+from live_server import Server, free_port, metric, serving
 from sse import parse_events
 from test_pdf import make_pdf
 from vllm_checkpoint import SERVED_MODEL_NAME, build_vllm_checkpoint
@@ -98,14 +98,9 @@ def vllm(tmp_path_factory: pytest.TempPathFactory) -> Iterator[VllmServer]:
 
 @pytest.fixture(scope="module")
 def service(vllm: VllmServer, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
-    server = Server({"DEEPSEEK_OCR_ENGINE": "vllm", "DEEPSEEK_OCR_VLLM_URLS": vllm.url,
-                     "DEEPSEEK_OCR_RUNS_DIR": str(tmp_path_factory.mktemp("runs")),
-                     "DEEPSEEK_OCR_MAX_NEW_TOKENS": "8"})
-    try:
-        server.wait_ready()
+    with serving({"DEEPSEEK_OCR_ENGINE": "vllm", "DEEPSEEK_OCR_VLLM_URLS": vllm.url,
+                  "DEEPSEEK_OCR_RUNS_DIR": str(tmp_path_factory.mktemp("runs")), "DEEPSEEK_OCR_MAX_NEW_TOKENS": "8"}) as server:
         yield server
-    finally:
-        server.stop()
 
 
 def test_health_and_modes_through_vllm(service: Server) -> None:
