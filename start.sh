@@ -2,7 +2,8 @@
 # Sets up a virtual environment (once, and again when the requirements change) and starts the service.
 #
 #   ./start.sh                      serve on 0.0.0.0:8000 (HOST / PORT or --host / --port to change)
-#   ./start.sh test [pytest args]   install the test tools too and run the test suite
+#   ./start.sh test [pytest args]   run the test suite (the same environment: switching never reinstalls)
+#   --model PATH_OR_ID              the checkpoint: a folder or a Hugging Face repo id (DEEPSEEK_OCR_MODEL_PATH)
 #   --profile native|remote-code|vllm
 #                                   which requirements: native (requirements.txt, .venv), the original
 #                                   checkpoints' remote code (requirements-remote-code.txt, .venv-remote-code), or
@@ -12,7 +13,10 @@
 #                                   DEEPSEEK_OCR_ENGINE=remote-code); else native.
 #
 # Environment: PYTHON (interpreter for the venv, default python3), VENV (its folder), TORCH_SPEC (what
-# `pip install` gets when torch is missing, default torch==2.13.0).
+# `pip install` gets when torch is missing, default torch==2.13.0), TORCH_INDEX_URL (where pip looks for it,
+# e.g. PyTorch's CPU-only wheel index https://download.pytorch.org/whl/cpu; default: the usual index). Every
+# DEEPSEEK_* variable of the README's settings table reaches the service (DEEPSEEK_OCR_MODEL_PATH,
+# DEEPSEEK_OCR_ENGINE, DEEPSEEK_OCR_DEVICE, DEEPSEEK_OCR_MAX_NEW_TOKENS, ...).
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")"
 
@@ -23,11 +27,20 @@ TORCH_SPEC=${TORCH_SPEC:-torch==2.13.0}
 command=serve
 profile=
 
+# An option's value must follow it: `./start.sh --port` alone is an error, not a port named "".
+value_of() {
+  if (($# < 2)) || [[ -z $2 || $2 == -* ]]; then
+    echo "start.sh: $1 needs a value (see ./start.sh --help)" >&2
+    exit 2
+  fi
+}
+
 while (($#)); do
   case $1 in
-    --host) HOST=$2; shift 2 ;;
-    --port) PORT=$2; shift 2 ;;
-    --profile) profile=$2; shift 2 ;;
+    --host) value_of "$@"; HOST=$2; shift 2 ;;
+    --port) value_of "$@"; PORT=$2; shift 2 ;;
+    --profile) value_of "$@"; profile=$2; shift 2 ;;
+    --model) value_of "$@"; export DEEPSEEK_OCR_MODEL_PATH=$2; shift 2 ;;
     test) command=test; shift; break ;;
     -h|--help) sed -n '2,/^set -euo/p' "$0" | grep '^#' | cut -c3-; exit 0 ;;
     *) echo "start.sh: unknown argument $1 (see ./start.sh --help)" >&2; exit 2 ;;
@@ -52,7 +65,8 @@ case $profile in
   vllm) requirements=(requirements-service.txt); VENV=${VENV:-.venv-vllm-front} ;;
   *) echo "start.sh: --profile must be native, remote-code or vllm, not $profile" >&2; exit 2 ;;
 esac
-[[ $command == test ]] && requirements+=(requirements-dev.txt)
+# The test tools belong to every profile: one install serves both `./start.sh` and `./start.sh test`.
+requirements+=(requirements-dev.txt)
 
 if [[ ! -x $VENV/bin/python ]]; then
   echo "start.sh: creating the virtual environment $VENV"
@@ -63,10 +77,10 @@ source "$VENV/bin/activate"
 
 if [[ $profile != vllm ]] && ! python -c "import torch" 2>/dev/null; then
   echo "start.sh: torch is missing; installing $TORCH_SPEC (set TORCH_SPEC to pick another build)"
-  python -m pip install --quiet "$TORCH_SPEC"
+  python -m pip install --quiet ${TORCH_INDEX_URL:+--index-url "$TORCH_INDEX_URL"} "$TORCH_SPEC"
 fi
 
-# Reinstall only when the requirement files differ from those of the last install.
+# One stamp per profile over all of its requirement files: reinstall only when they changed.
 stamp="$VENV/.requirements-$(cat requirements-service.txt "${requirements[@]}" | sha256sum | cut -c1-16)"
 if [[ ! -f $stamp ]]; then
   echo "start.sh: installing ${requirements[*]} ($profile profile, in $VENV)"
