@@ -70,12 +70,13 @@ class RunStore:
     def keep(self, run: Run) -> None:
         """A finished run: its artifacts are kept for the TTL, counted from now, within the size cap; a run
         without artifacts (its empty page folders aside) leaves nothing."""
-        self.active.discard(run.id)
+        # Still active meanwhile, so that no sweep (of another request, or the periodic one) touches it.
         _remove_empty_folders(run.path)
-        if not run.path.exists():
-            return
-        os.utime(run.path)
-        self.sweep()
+        if run.path.exists():
+            os.utime(run.path)
+        self.active.discard(run.id)
+        if run.path.exists():
+            self.sweep()
 
     def artifact(self, run_id: str, relative: str) -> Path | None:
         """The file `relative` inside run `run_id`, or None for anything else (other runs, traversal, folders)."""
