@@ -109,9 +109,8 @@ class OpenAIStandIn:
             self.max_active = max(self.max_active, self.active)
         finished = False
         try:
-            if self.script.hold is not None:
-                while not self.script.hold.is_set():
-                    await asyncio.sleep(0.01)
+            if self.script.hold is not None:  # wait for the test to release the stream
+                await asyncio.to_thread(self.script.hold.wait)
             for piece in self.script.pieces:
                 if self.script.piece_delay_s:
                     await asyncio.sleep(self.script.piece_delay_s)
