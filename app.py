@@ -14,7 +14,7 @@ from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
 
 from dsocr.serving.workers import in_worker
-from dsocr.api import artifacts, health, history, modes, ocr, tasks
+from dsocr.api import artifacts, health, history, modes, ocr, tasks, ui
 from dsocr.api.auth import ApiKeyMiddleware, ApiKeys
 from dsocr.api.errors import install_error_handlers
 from dsocr.engines.loading import ModelPathError, resolve_model_source
@@ -180,7 +180,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         allow_headers=["*"],
     )
     app.add_middleware(RequestMetricsMiddleware, metrics=metrics, paths=("/api/ocr", "/api/ocr/stream"))
-    for feature in (health, modes, ocr, tasks, history, artifacts):
+    for feature in (health, modes, ocr, tasks, history, artifacts, ui):
         app.include_router(feature.router)
     return app
 

@@ -34,6 +34,11 @@ class DtypeChoice(str, Enum):
     float32 = "float32"
 
 
+class LogFormat(str, Enum):
+    text = "text"
+    json = "json"
+
+
 class EngineChoice(str, Enum):
     auto = "auto"
     transformers = "transformers"
@@ -78,6 +83,9 @@ class Settings(BaseSettings):
     # PDFs: upstream renders pages at 144 DPI.
     ocr_pdf_dpi: float = Field(144, gt=0, le=1200)
     ocr_max_pdf_pages: int = Field(50, ge=1)
+    # Rendering runs in worker processes, killed past a page's time budget.
+    ocr_pdf_workers: int = Field(2, ge=1)
+    ocr_pdf_page_timeout_s: float = Field(20, gt=0)
 
     # Batching and overload (Triton's dynamic batcher knobs).
     ocr_max_batch_size: int = Field(8, ge=1)
@@ -104,6 +112,14 @@ class Settings(BaseSettings):
     ocr_history_max: int = Field(500, ge=1)
     ocr_history_ttl_s: float = Field(604800, gt=0)  # a week
     ocr_history_max_mb: float = Field(2048, gt=0)
+
+    # Operating it: the page at /, the path prefix behind a proxy, logs, stream keep-alives.
+    ocr_ui: bool = True
+    ocr_root_path: str = ""
+    ocr_log_format: LogFormat = LogFormat.text
+    ocr_log_level: str = "info"
+    ocr_log_probes: bool = False
+    ocr_sse_ping_s: float = Field(15, gt=0)
 
     @field_validator("allowed_origins", "ocr_vllm_urls", "ocr_api_keys", mode="before")
     @classmethod
