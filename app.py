@@ -16,18 +16,32 @@ from fastapi.middleware.cors import CORSMiddleware
 from dsocr.serving.workers import in_worker
 from dsocr.api import artifacts, health, history, modes, ocr, tasks, ui
 from dsocr.api.auth import ApiKeyMiddleware, ApiKeys
+from dsocr import __version__
 from dsocr.api.errors import install_error_handlers
-from dsocr.engines.loading import ModelPathError, resolve_model_source
+from dsocr.api.openapi import operation_id
+from dsocr.api.root_path import RootPathMiddleware
+from dsocr.api.request_ids import REQUEST_ID_HEADER, RequestIdMiddleware
+from dsocr.logs import configure_logging
+from dsocr.engines.loading import ModelPathError, model_source
 from dsocr.pipeline.history import HistoryStore
 from dsocr.pipeline.progress import TaskRegistry
 from dsocr.pipeline.runs import RunStore, RunsDirError
 from dsocr.serving.admission import Admission
 from dsocr.serving.metrics import Metrics, RequestMetricsMiddleware
 from dsocr.serving.model_host import ModelHost
+from dsocr.serving.pdf_workers import PdfWorkers
 from settings import EngineChoice, Settings, SettingsError, load_settings
 
 log = logging.getLogger("deepseek_ocr")
 
+OCR_PATHS = ("/api/ocr", "/api/ocr/stream")
+OPENAPI_TAGS = [
+    {"name": "ocr", "description": "Read a document: an image or a PDF, answered as JSON or as server-sent events"},
+    {"name": "progress", "description": "Progress tasks the web frontend follows beside its OCR request"},
+    {"name": "history", "description": "Results kept by the service, per API key"},
+    {"name": "artifacts", "description": "Figure crops and annotated pages of a run (capability URLs)"},
+    {"name": "service", "description": "Probes, the model's modes"},
+]
 # How often expired runs (and history entries) are looked for, at most.
 SWEEP_INTERVAL_S = 60
 # Progress tasks: at most this many at once, each forgotten this long after its last change.
@@ -47,12 +61,14 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     history_store = open_history(app)
     host: ModelHost = app.state.model
     host.start(settings, source)
+    app.state.pdf_workers.start()
     drain_on_sigterm(app, host, settings.ocr_shutdown_grace_s)
     reload_keys_on_sighup(app.state.api_keys)
     sweeper = asyncio.create_task(sweep(runs, history_store, min(SWEEP_INTERVAL_S, max(settings.ocr_run_ttl_s, 1))))
     yield
     sweeper.cancel()
     await host.stop(settings.ocr_shutdown_grace_s)
+    app.state.pdf_workers.stop()
     if history_store:
         history_store.close()
     if app.state.exit_code:
@@ -62,9 +78,12 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
 
 def startup_checks(app: FastAPI) -> str:
     """What must hold before anything starts: a checkpoint to load (none is read here when served through vLLM)
-    and a writable runs folder. Returns the checkpoint's source."""
+    and a writable runs folder. Returns the checkpoint's source, found once (`uvicorn app:app` checks before the
+    lifespan runs): a repo id may have asked the hub."""
     settings: Settings = app.state.settings
-    source = "" if settings.ocr_engine is EngineChoice.vllm else resolve_model_source(settings.ocr_model_path)
+    source: str | None = getattr(app.state, "model_source", None)
+    if source is None:
+        source = app.state.model_source = "" if settings.ocr_engine is EngineChoice.vllm else model_source(settings)
     app.state.runs.prepare()
     return source
 
@@ -147,7 +166,17 @@ async def sweep(runs: RunStore, history_store: HistoryStore | None, interval_s: 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or load_settings()
-    app = FastAPI(title="DeepSeek-OCR service", lifespan=lifespan)
+    configure_logging(settings.ocr_log_format.value, settings.ocr_log_level, settings.ocr_log_probes)
+    app = FastAPI(
+        title="DeepSeek-OCR service",
+        summary="Document images and PDFs to markdown, layout regions and figure crops, with DeepSeek-OCR",
+        version=__version__,
+        lifespan=lifespan,
+        docs_url=None,  # served by dsocr.api.ui with local assets
+        redoc_url=None,
+        generate_unique_id_function=operation_id,
+        openapi_tags=OPENAPI_TAGS,
+    )
     app.state.settings = settings
     app.state.exit_code = 0
     app.state.runs = RunStore(
@@ -156,7 +185,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.metrics = metrics = Metrics()
     app.state.model = ModelHost(settings, metrics)
     app.state.admission = Admission(settings.ocr_max_queue, metrics, settings.ocr_max_queue_pages)
-    app.state.tasks = TaskRegistry(MAX_TASKS, TASK_TTL_S)
+    app.state.tasks = TaskRegistry(MAX_TASKS, TASK_TTL_S, settings.ocr_sse_ping_s)
+    app.state.pdf_workers = PdfWorkers(settings.ocr_pdf_workers, settings.ocr_pdf_page_timeout_s,
+                                         metrics.pdf_workers_busy)
     app.state.history = (
         HistoryStore(settings.ocr_history_dir, settings.ocr_history_max, settings.ocr_history_ttl_s,
                      int(settings.ocr_history_max_mb * 1024 * 1024))
@@ -178,21 +209,14 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         allow_credentials=not wildcard,  # with "*", credentials would make Starlette echo any origin
         allow_methods=["GET", "POST", "OPTIONS"],
         allow_headers=["*"],
+        expose_headers=[REQUEST_ID_HEADER],
     )
-    app.add_middleware(RequestMetricsMiddleware, metrics=metrics, paths=("/api/ocr", "/api/ocr/stream"))
+    app.add_middleware(RequestMetricsMiddleware, metrics=metrics, paths=OCR_PATHS)
+    app.add_middleware(RequestIdMiddleware, summarised=OCR_PATHS)  # every answer carries the id
+    app.add_middleware(RootPathMiddleware, root_path=settings.ocr_root_path)
     for feature in (health, modes, ocr, tasks, history, artifacts, ui):
         app.include_router(feature.router)
     return app
-
-
-def configure_logging() -> None:
-    """The service's own log lines, next to uvicorn's (which configures only its own loggers)."""
-    logger = logging.getLogger("deepseek_ocr")
-    if not logger.handlers:
-        handler = logging.StreamHandler()
-        handler.setFormatter(logging.Formatter("%(levelname)s:     %(name)s: %(message)s"))
-        logger.addHandler(handler)
-        logger.setLevel(logging.INFO)
 
 
 def _module_app() -> FastAPI:

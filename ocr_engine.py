@@ -45,6 +45,7 @@ class EngineInfo:
     dtype: str
     attn_implementation: str
     modes: tuple[Mode, ...] = field(default=())
+    demo: bool = False  # the demo's random checkpoint (DEEPSEEK_OCR_MODEL_PATH=demo): the text is random
 
     def mode(self, name: str) -> Mode | None:
         return next((mode for mode in self.modes if mode.name == name), None)

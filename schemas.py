@@ -15,6 +15,13 @@ class CamelModel(BaseModel):
     model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True)
 
 
+class ErrorOut(CamelModel):
+    """Every error answer (4xx and 5xx), and the `error` event of a stream."""
+
+    detail: str = Field(description="What went wrong, and what to change", examples=["Unknown mode 'huge' for deepseek-ocr-2: valid modes are tiny, small, base, large, gundam"])
+    request_id: str = Field(description="The request's id (X-Request-ID): find its log line by it", examples=["7f3c2a9e4b1d4e0c8a6f5b2d1c0e9a8b"])
+
+
 class HealthReady(CamelModel):
     status: Literal["ok"] = "ok"
     model_loaded: Literal[True] = True  # the seed backend's field
@@ -25,6 +32,7 @@ class HealthReady(CamelModel):
     device: str
     dtype: str
     attn_implementation: str
+    demo: bool = False  # DEEPSEEK_OCR_MODEL_PATH=demo: a tiny random checkpoint, whose text is random
 
 
 class HealthNotReady(CamelModel):
@@ -32,6 +40,7 @@ class HealthNotReady(CamelModel):
     model_loaded: Literal[False] = False
     modes: list[str]  # known as soon as the checkpoint's config.json is read; empty before
     detail: str
+    demo: bool = False  # known from DEEPSEEK_OCR_MODEL_PATH before anything loads
 
 
 class ModeInfo(BaseModel):
@@ -107,6 +116,7 @@ class PageOut(CamelModel):
     image_height: int
     duration_ms: float
     finish_reason: FinishReason
+    generated_tokens: int = Field(0, description="Tokens the model generated for the page")
     annotated_image_url: str | None
     timings: TimingsOut
     layout: PageLayout

@@ -34,7 +34,7 @@ READY_TIMEOUT_S = 120
 def _native(folder: Path, **options: object) -> Path:
     if not HAS_NATIVE_CLASSES:
         pytest.skip(f"transformers {transformers.__version__} has no native DeepSeek-OCR-2 classes")
-    from tiny_checkpoint import build_native_checkpoint
+    from dsocr.tiny.checkpoint import build_native_checkpoint
 
     return build_native_checkpoint(folder, **options)
 

@@ -13,7 +13,7 @@ import shutil
 from pathlib import Path
 from typing import Any
 
-from tiny_tokenizer import build_tokenizer
+from dsocr.tiny.tokenizer import build_tokenizer
 
 MODELING_FILE = Path(__file__).parent / "standin" / "modeling_standin.py"
 ARCHITECTURES = {"v1": "DeepseekOCRForCausalLM", "v2": "DeepseekOCR2ForCausalLM"}

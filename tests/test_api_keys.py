@@ -116,3 +116,13 @@ def test_the_refusal_comes_before_the_upload_and_sighup_rereads_the_file(native_
         assert KEY_A not in server.output() and KEY_B not in server.output()
     finally:
         server.stop()
+
+
+@pytest.mark.parametrize("path", ["/ocr/api/history", "/ocr/api/modes", "/api/history"])
+def test_a_root_path_in_front_does_not_get_past_the_key(start_client, path: str) -> None:
+    # A proxy that forwards the full path, and uvicorn's --root-path, put the prefix in front of the route's path.
+    client = start_client(ocr_api_keys=KEY_A, ocr_root_path="/ocr")
+    assert client.get(path).status_code == 401
+    assert client.get(path, headers=bearer(KEY_A)).status_code == 200
+    refused = client.post("/ocr/api/ocr", files={"image": ("p.png", image_bytes(), "image/png")})
+    assert refused.status_code == 401

@@ -67,8 +67,9 @@ def test_modes_is_an_object_keyed_by_mode_name_with_the_seeds_fields(client) -> 
 def test_health_carries_the_seed_backends_fields(client) -> None:
     body = client.get("/health").json()
     assert set(body) == {"status", "modelLoaded", "modes", "model", "engine", "family", "device", "dtype",
-                         "attnImplementation"}
+                         "attnImplementation", "demo"}
     assert (body["status"], body["modelLoaded"], body["modes"]) == ("ok", True, ["base", "gundam"])
+    assert body["demo"] is False
 
 
 def test_health_before_the_model_is_ready_keeps_503_with_the_seed_fields(start_client, tmp_path: Path) -> None:
@@ -77,7 +78,7 @@ def test_health_before_the_model_is_ready_keeps_503_with_the_seed_fields(start_c
     (broken / "config.json").write_text(json.dumps({"model_type": "deepseek_ocr2"}))
     response = start_client(checkpoint=broken).get("/health")
     assert response.status_code == 503
-    assert set(response.json()) == {"status", "modelLoaded", "modes", "detail"}
+    assert set(response.json()) == {"status", "modelLoaded", "modes", "detail", "demo"}
     assert (response.json()["modelLoaded"], response.json()["modes"]) == (False, ["base", "gundam"])
 
 

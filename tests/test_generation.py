@@ -7,7 +7,7 @@ import threading
 import torch
 
 from dsocr.engines.generation import BatchTextStreamer, NGramRepetitionGuard, StopAbandoned, never_banned_ids
-from tiny_tokenizer import build_tokenizer
+from dsocr.tiny.tokenizer import build_tokenizer
 
 PROMPT = [900, 901, 902]  # stands for the prompt part of each row, never looked at
 

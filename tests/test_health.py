@@ -28,6 +28,7 @@ def test_ready_health_names_model_engine_device_dtype_and_attention(client, nati
             "dtype": "float32",
             # The default flash_attention_2 cannot run without CUDA: the service falls back to sdpa.
             "attnImplementation": "sdpa",
+            "demo": False,
         }
 
 

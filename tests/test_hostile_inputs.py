@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import io
 import socket
 import subprocess
@@ -17,9 +18,13 @@ from PIL import Image
 
 from conftest import image_bytes
 from dsocr.pipeline.runs import RunStore
-from live_server import ROOT, Server, metric
+from live_server import ROOT, Server, metric, serving
 from standin_checkpoint import calls, set_answer
 from test_pdf import make_pdf
+
+
+# The most pixels a side of a page gundam (the default mode) can use: a row of six 768-pixel tiles.
+GUNDAM_SIDE = 768 * 6
 
 
 def post(client, data: bytes, filename: str = "page.png", **fields: str):
@@ -37,7 +42,7 @@ def test_an_image_of_extreme_aspect_ratio_is_padded_and_read(client, size: tuple
     response = post(client, png(size))
     assert response.status_code == 200, response.text
     body = response.json()
-    long_side = max(size)
+    long_side = min(max(size), GUNDAM_SIDE)  # no larger than the mode can use
     assert max(body["imageWidth"], body["imageHeight"]) == long_side
     assert min(body["imageWidth"], body["imageHeight"]) == -(-long_side // 20)  # padded to 1:20
 
@@ -200,7 +205,7 @@ def test_an_unwritable_runs_dir_stops_startup_naming_the_variable(native_checkpo
     assert "DEEPSEEK_OCR_RUNS_DIR" in done.stderr and "Traceback" not in done.stderr
 
 
-@pytest.mark.parametrize("mode,side", [("gundam", 768 * 6), ("base", 1024)])
+@pytest.mark.parametrize("mode,side", [("gundam", GUNDAM_SIDE), ("base", 1024)])
 def test_a_poster_sized_pdf_page_is_rendered_no_larger_than_the_mode_can_use(client, mode: str, side: int) -> None:
     from pypdf import PdfWriter
 
@@ -230,3 +235,125 @@ def test_admission_counts_pages_and_refuses_past_the_page_budget(start_client, s
     assert first[0].status_code == 200 and client.app.state.admission.pages == 0
     set_answer(standin_v1, "done")
     assert post(client, make_pdf(((200, 100), (100, 200))), filename="two-more.pdf").status_code == 200
+
+
+def nested_forms_pdf(depth: int, copies: int = 4) -> bytes:
+    """A PDF of 2-3 KB whose page draws a form that draws the next one `copies` times, `depth` deep: PDFium takes
+    about 7 s to render it 7 deep on this machine, four times as long for each level more."""
+    def stream(data: bytes, head: bytes = b"") -> bytes:
+        return b"<< " + head + b"/Length %d >>\nstream\n" % len(data) + data + b"\nendstream"
+
+    form = b"/Type /XObject /Subtype /Form /BBox [0 0 200 200] "
+    objects = [
+        b"<< /Type /Catalog /Pages 2 0 R >>",
+        b"<< /Type /Pages /Kids [3 0 R] /Count 1 >>",
+        b"<< /Type /Page /Parent 2 0 R /MediaBox [0 0 200 200] /Resources << /XObject << /F 5 0 R >> >> "
+        b"/Contents 4 0 R >>",
+        stream(b"/F Do"),
+    ]
+    for level in range(depth - 1):
+        objects.append(stream(b" ".join([b"q /F Do Q"] * copies),
+                              form + b"/Resources << /XObject << /F %d 0 R >> >> " % (6 + level)))
+    objects.append(stream(b"0.5 w " + b"".join(b"%d 0 m %d 200 l S " % (i, 200 - i) for i in range(40)), form))
+    out = bytearray(b"%PDF-1.4\n")
+    offsets = []
+    for number, body in enumerate(objects, start=1):
+        offsets.append(len(out))
+        out += b"%d 0 obj\n" % number + body + b"\nendobj\n"
+    xref = len(out)
+    out += b"xref\n0 %d\n0000000000 65535 f \n" % (len(objects) + 1)
+    out += b"".join(b"%010d 00000 n \n" % offset for offset in offsets)
+    out += b"trailer\n<< /Size %d /Root 1 0 R >>\nstartxref\n%d\n%%%%EOF\n" % (len(objects) + 1, xref)
+    return bytes(out)
+
+
+def test_a_pdf_page_past_its_render_budget_is_422_and_holds_nobody_up(start_client, standin_v1: Path) -> None:
+    client = start_client(checkpoint=standin_v1, ocr_pdf_page_timeout_s=5)
+    set_answer(standin_v1, "words")
+    slow: list = []
+    worker = threading.Thread(target=lambda: slow.append(post(client, nested_forms_pdf(9), filename="slow.pdf")))
+    worker.start()
+    deadline = time.monotonic() + 60
+    while client.app.state.metrics.pdf_workers_busy._value.get() < 1:  # a worker is rendering the slow page
+        assert time.monotonic() < deadline
+        time.sleep(0.01)
+    # Another PDF is rendered by another worker meanwhile, and answered before the slow one's budget is out.
+    assert post(client, make_pdf(), filename="quick.pdf").status_code == 200
+    assert not slow
+    worker.join(60)
+    assert slow[0].status_code == 422
+    assert "Page 1" in slow[0].json()["detail"] and "DEEPSEEK_OCR_PDF_PAGE_TIMEOUT_S" in slow[0].json()["detail"]
+    # The killed worker was replaced: PDFs still render.
+    assert post(client, make_pdf(), filename="after.pdf").status_code == 200
+
+
+def _pdf_workers(pid: int) -> dict[int, int]:
+    """The PDF worker processes of the server `pid` (not multiprocessing's resource tracker), with the CPU time
+    (clock ticks) each has used."""
+    workers = {}
+    for child in Path(f"/proc/{pid}/task/{pid}/children").read_text().split():
+        with contextlib.suppress(FileNotFoundError, ProcessLookupError):
+            if b"spawn_main" in Path(f"/proc/{child}/cmdline").read_bytes():
+                stat = Path(f"/proc/{child}/stat").read_text().rsplit(")", 1)[1].split()
+                workers[int(child)] = int(stat[11]) + int(stat[12])  # utime + stime
+    return workers
+
+
+def test_a_departed_client_stops_its_pdf_rendering(standin_v1: Path, tmp_path: Path) -> None:
+    env = {"DEEPSEEK_OCR_MODEL_PATH": str(standin_v1), "DEEPSEEK_OCR_RUNS_DIR": str(tmp_path / "runs"),
+           "DEEPSEEK_OCR_PDF_PAGE_TIMEOUT_S": "600"}
+    with serving(env) as server:
+        idle = _pdf_workers(server.process.pid)
+        request = httpx.Request("POST", f"{server.url}/api/ocr", files={"image": ("slow.pdf", nested_forms_pdf(10))})
+        head = "POST /api/ocr HTTP/1.1\r\nHost: 127.0.0.1\r\n" + "".join(
+            f"{name}: {value}\r\n" for name, value in request.headers.items() if name.lower() != "host")
+        with socket.create_connection(("127.0.0.1", server.port)) as sock:
+            sock.sendall(head.encode() + b"\r\n" + request.read())
+            deadline = time.monotonic() + 60
+            renderer = None
+            while renderer is None:  # the worker that has used a second of CPU renders it
+                assert time.monotonic() < deadline
+                time.sleep(0.05)
+                now = _pdf_workers(server.process.pid)
+                renderer = next((pid for pid, ticks in now.items() if ticks > idle.get(pid, 0) + 100), None)
+            assert metric(server.url, "deepseek_ocr_admitted") == 1
+        # Without the client, its slot is given back and its renderer killed, long before the render could end.
+        deadline = time.monotonic() + 60
+        while metric(server.url, "deepseek_ocr_admitted") > 0 or renderer in _pdf_workers(server.process.pid):
+            assert time.monotonic() < deadline, "the rendering went on for nobody"
+            time.sleep(0.05)
+
+
+@pytest.mark.parametrize("fmt,mode,size,expected", [
+    ("PNG", "base", (7000, 7000), (1024, 1024)),
+    ("JPEG", "base", (6000, 4000), (1024, 683)),
+    ("PNG", "gundam", (7000, 3500), (GUNDAM_SIDE, GUNDAM_SIDE // 2)),
+])
+def test_a_huge_image_is_scaled_down_to_what_the_mode_can_use(client, fmt: str, mode: str, size, expected) -> None:
+    response = post(client, image_bytes(size, fmt), filename=f"big.{fmt.lower()}", mode=mode)
+    assert response.status_code == 200, response.text
+    body = response.json()
+    assert (body["imageWidth"], body["imageHeight"]) == expected
+    assert body["pages"][0]["layout"]["width"] == expected[0]
+
+
+def test_a_long_pdf_is_rendered_as_its_pages_are_read_not_all_up_front(start_client, standin_v1: Path) -> None:
+    from dsocr.pipeline.pages import PAGES_IN_FLIGHT
+    from dsocr.serving.pdf_workers import PdfSource
+
+    client = start_client(checkpoint=standin_v1, ocr_max_new_tokens=4096)
+    set_answer(standin_v1, "word " * 5, token_delay_s=0.02)
+    rendered: list[tuple[int, int]] = []  # (page, pages the model had finished when it was rendered)
+    render = PdfSource.render
+
+    async def counting_render(self, number: int):
+        rendered.append((number, len(calls(standin_v1))))
+        return await render(self, number)
+
+    pages = PAGES_IN_FLIGHT + 4
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(PdfSource, "render", counting_render)
+        response = post(client, make_pdf(((100, 100),) * pages), filename="long.pdf")
+    assert response.status_code == 200, response.text
+    assert [number for number, _ in rendered] == list(range(1, pages + 1))  # in page order
+    assert all(number - finished <= PAGES_IN_FLIGHT for number, finished in rendered)

@@ -5,14 +5,17 @@ from __future__ import annotations
 from fastapi import APIRouter, Request
 from fastapi.responses import FileResponse
 
+from dsocr.api.openapi import errors
 from dsocr.errors import NotFound
 
-router = APIRouter()
+router = APIRouter(tags=["artifacts"])
 
 ARTIFACT_TYPES = {".jpg": "image/jpeg", ".jpeg": "image/jpeg", ".png": "image/png"}
 
 
-@router.get("/api/runs/{run_id}/{artifact:path}", response_class=FileResponse)
+@router.get("/api/runs/{run_id}/{artifact:path}", response_class=FileResponse, responses={
+    200: {"content": {"image/jpeg": {}, "image/png": {}}, "description": "the image"}, **errors(404, 422),
+})
 async def run_artifact(run_id: str, artifact: str, request: Request) -> FileResponse:
     """A figure crop or annotated page of a finished run, while the run is kept."""
     path = request.app.state.runs.artifact(run_id, artifact)

@@ -14,6 +14,9 @@ from fastapi import Request
 from fastapi.responses import JSONResponse
 from starlette.types import ASGIApp, Receive, Scope, Send
 
+from dsocr.api.request_ids import error_body
+from dsocr.api.root_path import route_path
+
 log = logging.getLogger("deepseek_ocr.auth")
 
 PROTECTED_PREFIX = "/api/"
@@ -78,7 +81,7 @@ class ApiKeyMiddleware:
         self.api_keys = keys
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        path = scope.get("path", "")
+        path = route_path(scope)
         if (scope["type"] != "http" or not self.api_keys.enabled or not path.startswith(PROTECTED_PREFIX)
                 or path.startswith(OPEN_PREFIXES) or scope.get("method") == "OPTIONS"):
             await self.app(scope, receive, send)
@@ -91,7 +94,7 @@ class ApiKeyMiddleware:
             if key is not None:
                 detail = "The API key is not valid"
             scope["app"].state.metrics.failures.labels("unauthorized").inc()
-            response = JSONResponse({"detail": detail}, status_code=401,
+            response = JSONResponse(error_body(detail), status_code=401,
                                     headers={"WWW-Authenticate": "Bearer", "Connection": "close"})
             await response(scope, receive, send)
             return

@@ -1,16 +1,18 @@
-"""Errors as JSON `{"detail": ...}`: the service's own errors with their status, FastAPI's parameter checks as
-one sentence, anything else as a 500 whose request id is in the log."""
+"""Errors as JSON `{"detail": ..., "requestId": ...}`: the service's own errors with their status, FastAPI's
+parameter checks as one sentence, Starlette's 404 and 405 likewise, anything else as a 500 logged with its
+request id."""
 
 from __future__ import annotations
 
 import logging
-import uuid
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from dsocr.api.request_ids import current_request_id, error_body
 from dsocr.errors import ServiceError
 
 log = logging.getLogger("deepseek_ocr")
@@ -18,7 +20,12 @@ log = logging.getLogger("deepseek_ocr")
 
 async def service_error(request: Request, exc: ServiceError) -> JSONResponse:
     request.app.state.metrics.failures.labels(exc.reason).inc()
-    return JSONResponse({"detail": exc.detail}, status_code=exc.status_code, headers=exc.headers)
+    return JSONResponse(error_body(exc.detail), status_code=exc.status_code, headers=exc.headers)
+
+
+async def http_error(request: Request, exc: HTTPException) -> JSONResponse:
+    """Starlette's own refusals (an unknown path, a wrong method), in the same shape."""
+    return JSONResponse(error_body(str(exc.detail)), status_code=exc.status_code, headers=exc.headers)
 
 
 async def invalid_request(request: Request, exc: RequestValidationError) -> JSONResponse:
@@ -28,7 +35,7 @@ async def invalid_request(request: Request, exc: RequestValidationError) -> JSON
         for error in exc.errors()
     )
     request.app.state.metrics.failures.labels("invalid_field").inc()
-    return JSONResponse({"detail": f"Invalid request: {problems}"}, status_code=422)
+    return JSONResponse(error_body(f"Invalid request: {problems}"), status_code=422)
 
 
 class InternalErrorMiddleware:
@@ -55,12 +62,11 @@ class InternalErrorMiddleware:
             request_id = log_internal_error(scope["app"], f"{scope['method']} {scope['path']}", exc)
             if started:  # too late for a 500: the client sees the answer cut short
                 return
-            body = {"detail": f"Internal error (request id {request_id})", "requestId": request_id}
-            await JSONResponse(body, status_code=500)(scope, receive, send)
+            await JSONResponse(error_body(f"Internal error (request id {request_id})"), status_code=500)(scope, receive, send)
 
 
 def log_internal_error(app: FastAPI, what: str, exc: BaseException) -> str:
-    request_id = uuid.uuid4().hex[:12]
+    request_id = current_request_id.get() or "-"
     log.error("request %s failed [request id %s]", what, request_id, exc_info=exc)
     app.state.metrics.failures.labels("internal").inc()
     return request_id
@@ -69,4 +75,5 @@ def log_internal_error(app: FastAPI, what: str, exc: BaseException) -> str:
 def install_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(ServiceError, service_error)
     app.add_exception_handler(RequestValidationError, invalid_request)
+    app.add_exception_handler(HTTPException, http_error)
     app.add_middleware(InternalErrorMiddleware)

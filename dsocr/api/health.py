@@ -6,11 +6,13 @@ from fastapi import APIRouter, Depends, Request
 from fastapi.responses import JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from dsocr.api.dependencies import get_model_host
+from dsocr.api.dependencies import get_model_host, get_settings
+from dsocr.demo import is_demo
 from dsocr.serving.model_host import LOADING_RETRY_AFTER_S, ModelHost
 from schemas import HealthNotReady, HealthReady
+from settings import EngineChoice, Settings
 
-router = APIRouter()
+router = APIRouter(tags=["service"])
 
 
 @router.get("/health/live")
@@ -24,9 +26,12 @@ async def health_live() -> dict[str, str]:
     responses={503: {"model": HealthNotReady, "description": "loading, draining, or unable to serve"}},
 )
 @router.get("/health/ready", response_model=HealthReady, include_in_schema=False)
-async def health(model: ModelHost = Depends(get_model_host)) -> HealthReady | JSONResponse:
+async def health(
+    model: ModelHost = Depends(get_model_host), settings: Settings = Depends(get_settings)
+) -> HealthReady | JSONResponse:
     if model.status != "ready" or model.engine is None:
-        body = HealthNotReady(status=model.status, modes=model.mode_names, detail=model.detail)
+        demo = settings.ocr_engine is not EngineChoice.vllm and is_demo(settings.ocr_model_path)
+        body = HealthNotReady(status=model.status, modes=model.mode_names, detail=model.detail, demo=demo)
         headers = {"Retry-After": str(LOADING_RETRY_AFTER_S)} if model.status == "loading" else None
         return JSONResponse(body.model_dump(by_alias=True), status_code=503, headers=headers)
     info = model.engine.info
@@ -38,6 +43,7 @@ async def health(model: ModelHost = Depends(get_model_host)) -> HealthReady | JS
         device=info.device,
         dtype=info.dtype,
         attn_implementation=info.attn_implementation,
+        demo=info.demo,
     )
 
 

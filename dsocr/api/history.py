@@ -13,11 +13,12 @@ from fastapi.responses import JSONResponse, Response
 from dsocr.serving.workers import in_worker
 from dsocr.api.auth import client_owner
 from dsocr.api.dependencies import get_history
+from dsocr.api.openapi import API_ERRORS, errors
 from dsocr.errors import NotFound
 from dsocr.pipeline.history import HistoryStore
 from schemas import HistoryItem, HistoryList, OcrResponse
 
-router = APIRouter()
+router = APIRouter(tags=["history"], responses=errors(*API_ERRORS))
 
 HISTORY_LIST_LIMIT = 200
 
@@ -55,7 +56,7 @@ async def _history_entry(request: Request, entry_id: str, history: HistoryStore 
     return entry
 
 
-@router.get("/api/history/{entry_id}", response_model=OcrResponse)
+@router.get("/api/history/{entry_id}", response_model=OcrResponse, responses=errors(404))
 async def history_entry(
     request: Request, entry_id: str, history: HistoryStore | None = Depends(get_history)
 ) -> JSONResponse:
@@ -63,7 +64,10 @@ async def history_entry(
     return JSONResponse(await _history_entry(request, entry_id, history))
 
 
-@router.get("/api/history/{entry_id}/download")
+@router.get("/api/history/{entry_id}/download", responses={
+    200: {"content": {"text/markdown": {}, "text/plain": {}, "application/json": {}}, "description": "the file"},
+    **errors(404),
+})
 async def history_download(
     request: Request, entry_id: str, format: DownloadFormat = DownloadFormat.md,
     history: HistoryStore | None = Depends(get_history),

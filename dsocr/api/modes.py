@@ -5,12 +5,13 @@ from __future__ import annotations
 from fastapi import APIRouter, Depends
 
 from dsocr.api.dependencies import get_settings, ready_engine
+from dsocr.api.openapi import API_ERRORS, errors
 from dsocr.catalogue import PROMPT_PRESETS
 from ocr_engine import Engine
 from schemas import ModeInfo, ModesResponse, PromptInfo
 from settings import Settings
 
-router = APIRouter()
+router = APIRouter(tags=["service"], responses=errors(*API_ERRORS))
 
 
 @router.get("/api/modes", response_model=ModesResponse)

@@ -10,6 +10,7 @@ from fastapi import APIRouter, Depends, FastAPI, Request
 from fastapi.responses import StreamingResponse
 
 from dsocr.api.dependencies import get_settings, ready_engine
+from dsocr.api.openapi import OCR_ERRORS
 from dsocr.api.request_scope import TASK_ID, RequestScope
 from dsocr.api.sse import SSE_HEADERS, event_stream
 from dsocr.api.uploads import UploadPace, read_upload
@@ -21,7 +22,7 @@ from ocr_engine import Engine
 from schemas import OcrResponse
 from settings import Settings
 
-router = APIRouter()
+router = APIRouter(tags=["ocr"])
 
 OCR_FORM_SCHEMA = {
     "requestBody": {
@@ -45,7 +46,22 @@ OCR_FORM_SCHEMA = {
 }
 
 
-@router.post("/api/ocr", response_model=OcrResponse, openapi_extra=OCR_FORM_SCHEMA)
+STREAM_EVENTS = """Server-sent events, in this order:
+- `queued` `{"page", "position"}`: the page waits for the model, `position` pages ahead of it;
+- `started` `{"page"}`: the model is reading the page;
+- `delta` `{"page", "text"}`: raw text as it is generated (not from the remote-code engine);
+- `progress` `{"done", "total"}`: pages finished;
+- then `result` with /api/ocr's JSON, or `error` `{"status", "detail", "requestId"}`.
+
+Lines starting with `:` are keep-alive comments (every DEEPSEEK_OCR_SSE_PING_S seconds without an event)."""
+STREAM_EXAMPLE = (
+    'event: queued\ndata: {"page": 1, "position": 0}\n\nevent: started\ndata: {"page": 1}\n\n'
+    'event: delta\ndata: {"page": 1, "text": "# Title"}\n\n: keep-alive\n\n'
+    'event: progress\ndata: {"done": 1, "total": 1}\n\nevent: result\ndata: {"mode": "gundam", "text": "# Title"}\n\n'
+)
+
+
+@router.post("/api/ocr", response_model=OcrResponse, openapi_extra=OCR_FORM_SCHEMA, responses=OCR_ERRORS)
 async def api_ocr(
     request: Request, engine: Engine = Depends(ready_engine), settings: Settings = Depends(get_settings)
 ) -> OcrResponse:
@@ -54,12 +70,13 @@ async def api_ocr(
     scope = RequestScope(request, settings.ocr_request_timeout_s)
     try:
         ocr = await scope.within(_read_and_check(request, engine, settings, scope.reporter))
-        scope.hold_pages(len(ocr.document.pages))
+        scope.hold_pages(len(ocr.document.numbers))
         response = await scope.within(_read_in_run(request.app, ocr, engine, scope), drop_on_disconnect=True)
     except BaseException as exc:
         scope.release(exc)
         raise
     scope.release()
+    note_result(request, response)
     return response
 
 
@@ -67,7 +84,8 @@ async def api_ocr(
     "/api/ocr/stream",
     response_class=StreamingResponse,
     openapi_extra=OCR_FORM_SCHEMA,
-    responses={200: {"content": {"text/event-stream": {}}, "description": "progress events, then the result"}},
+    responses={200: {"content": {"text/event-stream": {"schema": {"type": "string"}, "example": STREAM_EXAMPLE}},
+                     "description": STREAM_EVENTS}, **OCR_ERRORS},
 )
 async def api_ocr_stream(
     request: Request, engine: Engine = Depends(ready_engine), settings: Settings = Depends(get_settings)
@@ -78,7 +96,7 @@ async def api_ocr_stream(
     scope = RequestScope(request, settings.ocr_request_timeout_s)
     try:
         ocr = await scope.within(_read_and_check(request, engine, settings, scope.reporter))
-        scope.hold_pages(len(ocr.document.pages))
+        scope.hold_pages(len(ocr.document.numbers))
     except BaseException as exc:
         scope.release(exc)
         raise
@@ -87,7 +105,9 @@ async def api_ocr_stream(
         _read_in_run(request.app, ocr, engine, scope, lambda name, data: events.put_nowait((name, data)))
     ))
     scope.release_when_done(work)  # the stream's client leaving cancels the work (see event_stream)
-    return StreamingResponse(event_stream(request.app, work, events), media_type="text/event-stream", headers=SSE_HEADERS)
+    work.add_done_callback(lambda done: note_result(request, done.result()) if _succeeded(done) else None)
+    stream = event_stream(request.app, work, events, settings.ocr_sse_ping_s, request.state.summary)
+    return StreamingResponse(stream, media_type="text/event-stream", headers=SSE_HEADERS)
 
 
 async def _read_and_check(request: Request, engine: Engine, settings: Settings, reporter: TaskReporter) -> OcrInput:
@@ -96,11 +116,29 @@ async def _read_and_check(request: Request, engine: Engine, settings: Settings, 
     form = await read_upload(request, settings.max_upload_bytes, OCR_TEXT_FIELDS, pace)
     reporter.attach(form.fields.get(TASK_ID))
     reporter.uploaded(len(form.data))
-    return await check_ocr_request(form, engine, settings)
+    request.state.summary["upload_bytes"] = len(form.data)
+    ocr = await check_ocr_request(form, engine, settings, request.app.state.pdf_workers)
+    request.state.summary.update(mode=ocr.mode.name, pages=len(ocr.document.numbers))
+    return ocr
+
+
+def note_result(request: Request, response: OcrResponse) -> None:
+    """What the request's log line says of its result (see dsocr.api.request_ids)."""
+    request.state.summary.update(
+        queue_ms=response.timings.queue_ms,
+        inference_ms=response.timings.inference_ms,
+        generated_tokens=sum(page.generated_tokens for page in response.pages),
+        finish_reasons=[page.finish_reason for page in response.pages],
+    )
+
+
+def _succeeded(work: asyncio.Future) -> bool:
+    return not work.cancelled() and work.exception() is None
 
 
 def _read_in_run(app: FastAPI, ocr: OcrInput, engine: Engine, scope: RequestScope,
                  on_event: EventSink | None = None) -> Awaitable[OcrResponse]:
     state = app.state
     return read_in_run(ocr, engine, state.model, state.runs, state.history, scope.reporter,
-                       state.settings.ocr_page_previews, on_event, owner=scope.owner)
+                       state.settings.ocr_page_previews, on_event, owner=scope.owner,
+                       root_path=scope.request.scope.get("root_path", ""))

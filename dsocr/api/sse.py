@@ -9,27 +9,37 @@ from typing import AsyncIterator
 from fastapi import FastAPI
 
 from dsocr.api.errors import log_internal_error
+from dsocr.api.request_ids import error_body
 from dsocr.errors import ServiceError
 
 
-async def event_stream(app: FastAPI, work: asyncio.Future, events: asyncio.Queue) -> AsyncIterator[bytes]:
+async def event_stream(
+    app: FastAPI, work: asyncio.Future, events: asyncio.Queue, ping_s: float, summary: dict
+) -> AsyncIterator[bytes]:
+    """The work's events as they come, a keep-alive comment after `ping_s` seconds without one (so that a proxy
+    does not cut a long page: the remote-code engine streams no text), then `result` or `error`. The status the
+    stream ended with goes into the request's `summary`."""
     try:
         while not work.done() or not events.empty():
             next_event = asyncio.ensure_future(events.get())
-            await asyncio.wait({next_event, work}, return_when=asyncio.FIRST_COMPLETED)
+            await asyncio.wait({next_event, work}, timeout=ping_s, return_when=asyncio.FIRST_COMPLETED)
             if next_event.done():
                 yield sse(*next_event.result())
-            else:
-                next_event.cancel()
+                continue
+            next_event.cancel()
+            if not work.done():
+                yield KEEPALIVE
         error = work.exception()
         if error is None:
             yield sse("result", work.result().model_dump(by_alias=True))
         elif isinstance(error, ServiceError):
             app.state.metrics.failures.labels(error.reason).inc()
-            yield sse("error", {"status": error.status_code, "detail": error.detail})
+            summary["status"] = error.status_code
+            yield sse("error", {"status": error.status_code, **error_body(error.detail)})
         else:
             request_id = log_internal_error(app, "POST /api/ocr/stream", error)
-            yield sse("error", {"status": 500, "detail": f"Internal error (request id {request_id})", "requestId": request_id})
+            summary["status"] = 500
+            yield sse("error", {"status": 500, **error_body(f"Internal error (request id {request_id})")})
     finally:  # also when the client goes away mid-stream: its remaining pages are dropped
         work.cancel()
 

@@ -8,11 +8,12 @@ from fastapi import APIRouter, Request
 from fastapi.responses import StreamingResponse
 
 from dsocr.api.auth import client_owner
+from dsocr.api.openapi import API_ERRORS, errors
 from dsocr.api.sse import KEEPALIVE, SSE_HEADERS, sse
 from dsocr.pipeline.progress import TaskRegistry
 from schemas import TaskCreated
 
-router = APIRouter()
+router = APIRouter(tags=["progress"], responses=errors(*API_ERRORS))
 
 
 @router.post("/api/task/create", response_model=TaskCreated)

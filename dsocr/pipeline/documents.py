@@ -5,13 +5,16 @@ from __future__ import annotations
 
 import io
 import re
-import threading
 import warnings
 from dataclasses import dataclass
+from typing import TYPE_CHECKING, Protocol
 
 from PIL import Image, ImageOps
 
 from dsocr.errors import BadUpload, InvalidField, PayloadTooLarge, UnsupportedType
+
+if TYPE_CHECKING:
+    import pypdfium2 as pdfium
 
 # PDF points are 1/72 inch.
 POINTS_PER_INCH = 72
@@ -24,8 +27,6 @@ ENCRYPT_KEY = re.compile(rb"/Encrypt\b")
 # Longer numbers are past any PDF's end (and Python's int() refuses numbers of over 4300 digits).
 MAX_PAGE_DIGITS = 9
 EMPTY_PAGE_TREE = re.compile(rb"/Type\s*/Pages\b[^>]*?/Count\s+0\b|/Count\s+0\b[^>]*?/Type\s*/Pages\b")
-# PDFium is not thread-safe: one document operation at a time in this process.
-PDFIUM_LOCK = threading.Lock()
 
 # Magic numbers of the accepted raster formats, keyed to Pillow's format names.
 SIGNATURES: tuple[tuple[bytes, str], ...] = (
@@ -51,32 +52,34 @@ def sniff(data: bytes) -> str | None:
     return next((fmt for magic, fmt in SIGNATURES if data.startswith(magic)), None)
 
 
-@dataclass
-class PageImage:
-    number: int  # from 1; always 1 for an image upload
-    image: Image.Image
+class PdfPages(Protocol):
+    """Where the pages of a PDF are rendered (dsocr.serving.pdf_workers): one call per page, when it is needed."""
+
+    async def render(self, number: int) -> Image.Image: ...
 
 
 @dataclass
 class Document:
+    """An upload, checked: the page numbers to read (from 1; [1] for an image) and how to get each page's image.
+    An image is decoded at once; a PDF's pages are rendered one at a time, when their turn comes, so that a long
+    document waiting in the queue holds no page images."""
+
     is_pdf: bool
-    pages: list[PageImage]
+    numbers: list[int]
+    image: Image.Image | None = None
+    pdf: PdfPages | None = None
+
+    async def page_image(self, number: int) -> Image.Image:
+        if self.pdf is not None:
+            return await self.pdf.render(number)
+        assert self.image is not None
+        return self.image
 
 
 def is_pdf(data: bytes) -> bool:
     """A PDF header in the first KiB, where readers look for it; image signatures are checked first (a PNG may
     well hold "%PDF-" in its first KiB)."""
     return sniff(data) is None and PDF_MAGIC in data[:PDF_HEADER_WINDOW]
-
-
-def load_document(
-    data: bytes, page_spec: str | None, max_pixels: int, dpi: float, max_pages: int, max_side: int
-) -> Document:
-    """The page images of an upload: the image itself, or the selected pages of a PDF (rendered at `dpi`, but
-    never larger than `max_side` pixels a side, the most the mode can use)."""
-    if data and is_pdf(data):
-        return Document(True, render_pdf(data, page_spec, dpi, max_pages, max_pixels, max_side))
-    return Document(False, [PageImage(1, decode_image(data, max_pixels))])
 
 
 def parse_page_selection(spec: str | None, page_count: int) -> list[int]:
@@ -103,29 +106,47 @@ def _page_number(digits: str) -> int:
     return int(digits) if len(digits.lstrip("0")) <= MAX_PAGE_DIGITS else 10**MAX_PAGE_DIGITS
 
 
-def render_pdf(
-    data: bytes, page_spec: str | None, dpi: float, max_pages: int, max_pixels: int, max_side: int
-) -> list[PageImage]:
+# What runs in a PDF worker process (dsocr.serving.pdf_workers): PDFium is not thread-safe, and a page that
+# renders for minutes must be stoppable, so PDFium is only ever used there, one call at a time.
+
+def open_pdf(data: bytes) -> "pdfium.PdfDocument":
     import pypdfium2 as pdfium
 
-    with PDFIUM_LOCK:
-        try:
-            document = pdfium.PdfDocument(data)
-        except pdfium.PdfiumError as exc:  # its error code is read at once, under the lock: it is this load's
-            raise _load_failure(data, exc.err_code) from None
-        try:
-            if len(document) == 0:
-                raise InvalidField("The PDF has no pages")
-            numbers = parse_page_selection(page_spec, len(document))
-            if len(numbers) > max_pages:
-                raise PayloadTooLarge(
-                    f"{len(numbers)} pages selected; the limit is {max_pages} (DEEPSEEK_OCR_MAX_PDF_PAGES): "
-                    "send fewer with the 'pages' field, e.g. pages=1-10"
-                )
-            return [PageImage(number, _render_page(document[number - 1], dpi, max_pixels, max_side))
-                    for number in numbers]
-        finally:
-            document.close()
+    try:
+        return pdfium.PdfDocument(data)
+    except pdfium.PdfiumError as exc:
+        raise _load_failure(data, exc.err_code) from None
+
+
+def select_pages(document: "pdfium.PdfDocument", page_spec: str | None, max_pages: int) -> list[int]:
+    """The numbers of the pages `page_spec` selects, checked against the document and the page limit."""
+    if len(document) == 0:
+        raise InvalidField("The PDF has no pages")
+    numbers = parse_page_selection(page_spec, len(document))
+    if len(numbers) > max_pages:
+        raise PayloadTooLarge(
+            f"{len(numbers)} pages selected; the limit is {max_pages} (DEEPSEEK_OCR_MAX_PDF_PAGES): "
+            "send fewer with the 'pages' field, e.g. pages=1-10"
+        )
+    return numbers
+
+
+def render_page(document: "pdfium.PdfDocument", number: int, dpi: float, max_pixels: int, max_side: int) -> Image.Image:
+    """Page `number` (from 1) at `dpi`, but never larger than `max_side` pixels a side (the most the mode can use:
+    a 591-byte PDF may ask for 7072x7072) nor than `max_pixels`."""
+    page = document[number - 1]
+    try:
+        width_pt, height_pt = page.get_size()
+        scale = min(dpi / POINTS_PER_INCH, max_side / max(width_pt, height_pt, 1))
+        pixels = width_pt * scale * height_pt * scale
+        if pixels > max_pixels:
+            scale *= (max_pixels / pixels) ** 0.5
+        bitmap = page.render(scale=scale)
+        return readable(bitmap.to_pil().convert("RGB"))
+    except Exception as exc:  # PDFium reports a page it cannot draw with various errors
+        raise BadUpload(f"Cannot render page {number} of the PDF: {exc}") from None
+    finally:
+        page.close()
 
 
 def _load_failure(data: bytes, err_code: int | None) -> Exception:
@@ -141,24 +162,10 @@ def _load_failure(data: bytes, err_code: int | None) -> Exception:
     return BadUpload("Cannot read the PDF: it is broken or truncated")
 
 
-def _render_page(page: object, dpi: float, max_pixels: int, max_side: int) -> Image.Image:
-    width_pt, height_pt = page.get_size()
-    # A poster-sized page is rendered no larger than the model can use (a 591-byte PDF may ask for 7072x7072).
-    scale = min(dpi / POINTS_PER_INCH, max_side / max(width_pt, height_pt, 1))
-    pixels = width_pt * scale * height_pt * scale
-    if pixels > max_pixels:  # a poster-sized page is rendered smaller rather than refused
-        scale *= (max_pixels / pixels) ** 0.5
-    try:
-        bitmap = page.render(scale=scale)
-        return readable(bitmap.to_pil().convert("RGB"))
-    except Exception as exc:  # PDFium reports a page it cannot draw with various errors
-        raise BadUpload(f"Cannot render a page of the PDF: {exc}") from None
-    finally:
-        page.close()
-
-
-def decode_image(data: bytes, max_pixels: int) -> Image.Image:
-    """An RGB image upright by its EXIF orientation; the pixel count is checked before anything is decoded."""
+def decode_image(data: bytes, max_pixels: int, max_side: int) -> Image.Image:
+    """An RGB image upright by its EXIF orientation, no larger than `max_side` pixels a side (the most the mode can
+    use: a 143 KB PNG may hold 7000x7000 pixels, and every later copy would be as large). The pixel count is
+    checked before anything is decoded; a JPEG is decoded at a reduced scale where that still covers `max_side`."""
     if not data:
         raise BadUpload("The uploaded file is empty")
     fmt = sniff(data)
@@ -174,9 +181,13 @@ def decode_image(data: bytes, max_pixels: int) -> Image.Image:
                     f"Image is {width}x{height} = {width * height} pixels; the limit is {max_pixels} "
                     "(DEEPSEEK_OCR_MAX_IMAGE_PIXELS)"
                 )
+            if fmt == "JPEG":
+                image.draft("RGB", (max_side, max_side))
             image.load()  # the first frame of an animation
-            image = ImageOps.exif_transpose(image)
-            return readable(_to_rgb(image))
+            ImageOps.exif_transpose(image, in_place=True)
+            image = _to_rgb(image)
+            image.thumbnail((max_side, max_side), Image.Resampling.LANCZOS, reducing_gap=3.0)
+            return readable(image)
     except (Image.DecompressionBombError, Image.DecompressionBombWarning):
         raise PayloadTooLarge(f"Image has too many pixels; the limit is {max_pixels}") from None
     except (OSError, SyntaxError, ValueError, EOFError) as exc:

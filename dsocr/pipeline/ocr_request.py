@@ -8,7 +8,8 @@ from dataclasses import dataclass
 from dsocr.serving.workers import in_worker
 from dsocr.catalogue import Mode
 from dsocr.errors import InvalidField
-from dsocr.pipeline.documents import Document, load_document
+from dsocr.pipeline.documents import Document, decode_image, is_pdf
+from dsocr.serving.pdf_workers import PdfWorkers
 from ocr_engine import Engine, EngineInfo
 from settings import Settings
 
@@ -65,13 +66,18 @@ def check_prompt_tokens(prompt: str, engine: Engine, max_tokens: int) -> None:
         raise InvalidField(f"Prompt is {tokens} tokens; the limit is {max_tokens} (DEEPSEEK_OCR_MAX_PROMPT_TOKENS)")
 
 
-async def check_ocr_request(form: UploadForm, engine: Engine, settings: Settings) -> OcrInput:
-    """The form's mode, prompt and document, checked; the document decoded (or rendered) off the event loop."""
+async def check_ocr_request(form: UploadForm, engine: Engine, settings: Settings, pdf_workers: PdfWorkers) -> OcrInput:
+    """The form's mode, prompt and document, checked: an image decoded off the event loop, a PDF opened and its
+    page selection checked in a PDF worker (its pages are rendered later, each when its turn comes). Pages are
+    never larger than the mode can use."""
     mode = resolve_mode(form.fields.get("mode"), engine.info, settings.ocr_default_mode)
     prompt = resolve_prompt(form.fields.get("prompt"), settings.ocr_default_prompt, settings.ocr_max_prompt_chars)
     await in_worker(check_prompt_tokens, prompt, engine, settings.ocr_max_prompt_tokens)
-    document = await in_worker(
-        load_document, form.data, form.fields.get("pages"), settings.ocr_max_image_pixels,
-        settings.ocr_pdf_dpi, settings.ocr_max_pdf_pages, mode.max_useful_side,
-    )
+    if form.data and is_pdf(form.data):
+        pdf = pdf_workers.document(form.data, settings.ocr_pdf_dpi, settings.ocr_max_image_pixels, mode.max_useful_side)
+        numbers = await pdf.select(form.fields.get("pages"), settings.ocr_max_pdf_pages)
+        document = Document(True, numbers, pdf=pdf)
+    else:
+        image = await in_worker(decode_image, form.data, settings.ocr_max_image_pixels, mode.max_useful_side)
+        document = Document(False, [1], image=image)
     return OcrInput(form.filename, len(form.data), mode, prompt, document, form.fields.get("task_id"))

@@ -19,13 +19,13 @@ log = logging.getLogger("deepseek_ocr")
 
 async def read_in_run(
     ocr: OcrInput, engine: Engine, submitter: PageSubmitter, runs: RunStore, history: HistoryStore | None,
-    reporter: TaskReporter, previews: bool, on_event: EventSink | None = None, owner: str = "",
+    reporter: TaskReporter, previews: bool, on_event: EventSink | None = None, owner: str = "", root_path: str = "",
 ) -> OcrResponse:
     """Reads the document in a run folder of its own (kept when it holds artifacts, removed on failure), and
     keeps the result in the history. `on_event` hears the pipeline's events, the raw text as it is generated
-    included."""
-    run = runs.create()
-    reporter.pages(len(ocr.document.pages))
+    included. Artifact URLs start with `root_path`."""
+    run = runs.create(root_path)
+    reporter.pages(len(ocr.document.numbers))
 
     def on_pipeline_event(name: str, data: dict) -> None:
         reporter.event(name, data)

@@ -13,7 +13,7 @@ from PIL import Image
 from dsocr.serving.workers import in_worker
 from dsocr.pipeline.artifacts import figure_path, page_preview, save_page_artifacts
 from dsocr.pipeline.cleaning import CleanedPage, clean_output
-from dsocr.pipeline.documents import Document, PageImage
+from dsocr.pipeline.documents import Document
 from ocr_engine import Engine, PageRequest, PageSubmitter, Timings
 from dsocr.pipeline.ocr_request import OcrInput
 from dsocr.pipeline.runs import Run
@@ -28,9 +28,14 @@ EventSink = Callable[[str, dict], None]
 NORMALIZED_DIGITS = 6
 
 
-def page_prefix(document: Document, page: PageImage) -> str:
+# Pages of one document that are rendered and not yet finished, at most: enough to fill batches, without holding
+# a long document's page images while they wait.
+PAGES_IN_FLIGHT = 8
+
+
+def page_prefix(document: Document, number: int) -> str:
     """Where a page's artifacts go inside its run: the top for an image, pages/N/ for a PDF page."""
-    return f"pages/{page.number}/" if document.is_pdf else ""
+    return f"pages/{number}/" if document.is_pdf else ""
 
 
 def page_layout(cleaned: CleanedPage, width: int, height: int) -> PageLayout:
@@ -63,32 +68,33 @@ async def read_page(
     previews: bool, stream_text: bool,
 ) -> tuple[PageOut, Timings]:
     started = time.perf_counter()
-    page = ocr.document.pages[index]
-    prefix = page_prefix(ocr.document, page)
+    number = ocr.document.numbers[index]
+    image = await ocr.document.page_image(number)
+    prefix = page_prefix(ocr.document, number)
     work_dir = run.path / prefix
     work_dir.mkdir(parents=True, exist_ok=True)
-    request = PageRequest(image=page.image, prompt=ocr.prompt, mode=ocr.mode, work_dir=work_dir)
+    request = PageRequest(image=image, prompt=ocr.prompt, mode=ocr.mode, work_dir=work_dir)
     on_progress = None
     if on_event:
         if stream_text:
             loop = asyncio.get_running_loop()
             # Text arrives on the model's worker thread; the sink lives on the event loop.
-            request.on_text = lambda text: loop.call_soon_threadsafe(on_event, "delta", {"page": page.number, "text": text})
-        on_progress = lambda name, data: on_event(name, {"page": page.number, **data})  # noqa: E731
+            request.on_text = lambda text: loop.call_soon_threadsafe(on_event, "delta", {"page": number, "text": text})
+        on_progress = lambda name, data: on_event(name, {"page": number, **data})  # noqa: E731
     result, timings = await submitter.submit(engine, request, on_progress)
-    image = page.image
     cleaned = clean_output(result.raw_text, image.width, image.height, lambda i: run.url(figure_path(prefix, i)))
     annotated, preview = await in_worker(_finish_page, run.path, prefix, image, cleaned, previews)
     out = PageOut(
-        page=page.number,
+        page=number,
         page_index=index,
         text=cleaned.text,
         raw_text=result.raw_text,
-        regions=[RegionOut(label=r.label, bbox=r.bbox, text=r.text, page=page.number) for r in cleaned.regions],
+        regions=[RegionOut(label=r.label, bbox=r.bbox, text=r.text, page=number) for r in cleaned.regions],
         image_width=image.width,
         image_height=image.height,
         duration_ms=round((time.perf_counter() - started) * 1000, 1),
         finish_reason=result.finish_reason,
+        generated_tokens=result.generated_tokens,
         annotated_image_url=run.url(annotated) if annotated else None,
         timings=TimingsOut(queue_ms=timings.queue_ms, inference_ms=timings.inference_ms),
         layout=page_layout(cleaned, image.width, image.height),
@@ -103,14 +109,17 @@ async def read_document(
 ) -> OcrResponse:
     """All pages submitted together, so that they can share batches; the response has them in page order.
     `on_event` hears each page's queue events, its raw text as it is generated when `stream_text`, and
-    ("progress", {"done", "total"}) each time a page is finished."""
+    ("progress", {"done", "total"}) each time a page is finished. At most PAGES_IN_FLIGHT pages are rendered
+    and unfinished at a time, taken in page order."""
     started = time.perf_counter()
-    total = len(ocr.document.pages)
+    total = len(ocr.document.numbers)
     done = 0
+    in_flight = asyncio.Semaphore(PAGES_IN_FLIGHT)
 
     async def read(index: int) -> tuple[PageOut, Timings]:
         nonlocal done
-        outcome = await read_page(ocr, index, engine, submitter, run, on_event, previews, stream_text)
+        async with in_flight:
+            outcome = await read_page(ocr, index, engine, submitter, run, on_event, previews, stream_text)
         done += 1
         if on_event:
             on_event("progress", {"done": done, "total": total})

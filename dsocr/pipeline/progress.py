@@ -15,8 +15,6 @@ FINAL_STAGES = ("complete", "error")
 # Where each stage starts on the progress bar; inference fills the span up to postprocessing page by page.
 STAGE_PERCENT = {"pending": 0, "upload": 5, "preprocessing": 10, "inference": 20, "postprocessing": 95,
                  "complete": 100, "error": 100}
-# A comment line this often while nothing changes, so that proxies keep an idle stream open.
-KEEPALIVE_S = 15
 # What a follower is sent: an event name (None: an unnamed message) and the state.
 Message = tuple[str | None, dict]
 # States kept for a follower that reads slower than the task changes.
@@ -57,9 +55,10 @@ class TaskRegistry:
     """Tasks by random id, at most `max_tasks` (the least recently updated go first), each forgotten `ttl_s`
     after its last update. Lives on the event loop: no locking."""
 
-    def __init__(self, max_tasks: int, ttl_s: float) -> None:
+    def __init__(self, max_tasks: int, ttl_s: float, keepalive_s: float = 15) -> None:
         self.max_tasks = max_tasks
         self.ttl_s = ttl_s
+        self.keepalive_s = keepalive_s  # a follower hears at least this often that the task is still there
         self.tasks: OrderedDict[str, Task] = OrderedDict()  # least recently updated first
 
     def create(self, owner: str = "") -> Task:
@@ -133,7 +132,7 @@ class TaskRegistry:
 
     async def _next_state(self, task: Task, queue: asyncio.Queue[dict | None]) -> dict | None:
         try:
-            return await asyncio.wait_for(queue.get(), KEEPALIVE_S)
+            return await asyncio.wait_for(queue.get(), self.keepalive_s)
         except asyncio.TimeoutError:
             self._expire()
             return _KEEPALIVE if self.tasks.get(task.id) is task else None

@@ -28,10 +28,11 @@ class RunsDirError(Exception):
 class Run:
     id: str
     path: Path
+    root_path: str = ""  # the prefix a proxy serves the service under (DEEPSEEK_OCR_ROOT_PATH, --root-path)
 
     def url(self, relative: str) -> str:
         """The URL, from the server root, at which an artifact of this run is served."""
-        return f"/api/runs/{self.id}/{relative}"
+        return f"{self.root_path}/api/runs/{self.id}/{relative}"
 
 
 class RunStore:
@@ -56,12 +57,12 @@ class RunStore:
             ) from None
         self.sweep()
 
-    def create(self) -> Run:
+    def create(self, root_path: str = "") -> Run:
         run_id = uuid.uuid4().hex
         path = self.root / run_id
         path.mkdir(parents=True)
         self.active.add(run_id)
-        return Run(run_id, path)
+        return Run(run_id, path, root_path.rstrip("/"))
 
     def discard(self, run: Run) -> None:
         self.active.discard(run.id)

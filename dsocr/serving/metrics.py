@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import time
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, ProcessCollector
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from dsocr.api.root_path import route_path
 
 # Seconds: from a fast page on a GPU to a long PDF on a CPU.
 LATENCY_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 25, 60, 120, 300, 600)
@@ -16,11 +18,14 @@ class Metrics:
     def __init__(self) -> None:
         self.registry = CollectorRegistry()
         r = self.registry
+        ProcessCollector(registry=r)  # process_cpu_seconds_total, process_resident_memory_bytes, process_open_fds, ...
         self.requests = Counter("deepseek_ocr_requests", "OCR requests answered, by endpoint and HTTP status",
                                 ["endpoint", "status"], registry=r)
         self.queue_depth = Gauge("deepseek_ocr_queue_depth", "Pages waiting for the model", registry=r)
         self.running = Gauge("deepseek_ocr_running", "Pages in the batch the model is running", registry=r)
         self.admitted = Gauge("deepseek_ocr_admitted", "Requests admitted (queued, running or reading)", registry=r)
+        self.pdf_workers_busy = Gauge("deepseek_ocr_pdf_workers_busy", "PDF worker processes opening or rendering a PDF",
+                                      registry=r)
         self.admitted_pages = Gauge("deepseek_ocr_admitted_pages", "Pages of admitted requests not yet answered",
                                     registry=r)
         self.request_duration = Histogram("deepseek_ocr_request_duration_seconds", "End-to-end OCR request time",
@@ -53,7 +58,8 @@ class RequestMetricsMiddleware:
         self.paths = paths
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or scope["path"] not in self.paths:
+        path = route_path(scope) if scope["type"] == "http" else ""
+        if path not in self.paths:
             await self.app(scope, receive, send)
             return
         status = "500"
@@ -68,5 +74,5 @@ class RequestMetricsMiddleware:
         try:
             await self.app(scope, receive, send_and_note)
         finally:
-            self.metrics.requests.labels(scope["path"], status).inc()
-            self.metrics.request_duration.labels(scope["path"]).observe(time.perf_counter() - started)
+            self.metrics.requests.labels(path, status).inc()
+            self.metrics.request_duration.labels(path).observe(time.perf_counter() - started)

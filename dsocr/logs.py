@@ -1,0 +1,83 @@
+"""The service's log: its own lines and uvicorn's, as text or as one JSON object a line, each with the id of the
+request it was written for; probe access lines left out unless asked for; no progress bars."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from datetime import datetime, timezone
+
+from dsocr.api.request_ids import RequestIdFilter
+
+SERVICE_LOGGER = "deepseek_ocr"
+UVICORN_LOGGERS = ("uvicorn", "uvicorn.error", "uvicorn.access")
+# Access lines of these paths are left out by default: a load balancer probes every few seconds.
+PROBE_PATHS = ("/health", "/metrics")
+TEXT_FORMAT = "%(levelname)s:     %(name)s: %(message)s"
+
+
+class TextFormatter(logging.Formatter):
+    """uvicorn's look, with the request id after lines written while a request was served."""
+
+    def __init__(self) -> None:
+        super().__init__(TEXT_FORMAT)
+
+    def format(self, record: logging.LogRecord) -> str:
+        line = super().format(record)
+        request_id = getattr(record, "request_id", "-")
+        if request_id != "-" and not hasattr(record, "fields"):  # a summary line names its id itself
+            line += f" [request {request_id}]"
+        return line
+
+
+class JsonFormatter(logging.Formatter):
+    """One JSON object a line: time, level, logger, message, request id, and a summary line's fields."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        entry = {
+            "time": datetime.fromtimestamp(record.created, timezone.utc).isoformat(timespec="milliseconds"),
+            "level": record.levelname.lower(),
+            "logger": record.name,
+            "message": record.getMessage(),
+        }
+        request_id = getattr(record, "request_id", "-")
+        if request_id != "-":
+            entry["request_id"] = request_id
+        entry.update(getattr(record, "fields", {}))
+        if record.exc_info:
+            entry["exception"] = self.formatException(record.exc_info)
+        return json.dumps(entry, ensure_ascii=False, default=str)
+
+
+class ProbeFilter(logging.Filter):
+    """Drops uvicorn's access lines for the probe paths."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        args = record.args if isinstance(record.args, tuple) else ()
+        path = str(args[2]) if len(args) > 2 else ""
+        return not path.startswith(PROBE_PATHS)
+
+
+def configure_logging(log_format: str = "text", level: str = "info", probes: bool = False) -> None:
+    """Sets the service's handler and uvicorn's handlers to one format; can be called again (settings change)."""
+    # transformers and huggingface_hub draw progress bars (loading weights, downloads) unless told not to.
+    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+    formatter = JsonFormatter() if log_format == "json" else TextFormatter()
+    service = logging.getLogger(SERVICE_LOGGER)
+    if not service.handlers:
+        service.addHandler(logging.StreamHandler())
+    service.setLevel(level.upper())
+    # uvicorn keeps its own look in text; in JSON every line is JSON.
+    loggers = (service, *(logging.getLogger(name) for name in UVICORN_LOGGERS)) if log_format == "json" else (service,)
+    for logger in loggers:
+        for handler in logger.handlers:
+            handler.setFormatter(formatter)
+            if not any(isinstance(f, RequestIdFilter) for f in handler.filters):
+                handler.addFilter(RequestIdFilter())
+    access = logging.getLogger("uvicorn.access")
+    for old in [f for f in access.filters if isinstance(f, ProbeFilter)]:
+        access.removeFilter(old)
+    if not probes:
+        access.addFilter(ProbeFilter())
+    logging.getLogger("uvicorn.error").setLevel(level.upper())

@@ -1,0 +1,188 @@
+"""PDFs are opened and rendered in worker processes: PDFium is not thread-safe, and a crafted page can render for
+minutes (nested form objects, hundreds of thousands of path operations), which only a process can be stopped
+from. Each call has a time budget (DEEPSEEK_OCR_PDF_PAGE_TIMEOUT_S); past it, or when the request it serves is
+cancelled (its client left), the worker is killed and a fresh one takes its place. Several documents render at
+once, one per worker; the rest wait for a free worker."""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import logging
+import multiprocessing
+import signal
+from multiprocessing.connection import Connection
+from typing import Any
+
+from PIL import Image
+from prometheus_client import Gauge
+
+from dsocr.errors import BadUpload, InvalidField, PayloadTooLarge, ServiceError
+from dsocr.pipeline import documents
+from dsocr.serving.workers import in_worker
+
+log = logging.getLogger("deepseek_ocr.pdf")
+
+# Errors a worker may answer with, by name: they cross the process boundary as (name, detail).
+ERRORS: dict[str, type[ServiceError]] = {cls.__name__: cls for cls in (BadUpload, InvalidField, PayloadTooLarge)}
+# A fresh interpreter per worker: forking a process that holds the model and its threads is not safe.
+CONTEXT = multiprocessing.get_context("spawn")
+
+
+def serve(conn: Connection) -> None:
+    """A worker's loop: one call at a time, `(document key, PDF bytes or None, operation, arguments)`. The last
+    document stays open, so that the pages of one upload are sent once."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C stops the service, which stops its workers
+    document, loaded = None, None
+    while True:
+        try:
+            key, data, operation, args = conn.recv()
+        except (EOFError, OSError):  # the service is gone
+            return
+        try:
+            if data is not None:
+                if document is not None:
+                    document.close()
+                document, loaded = None, None
+                document, loaded = documents.open_pdf(data), key
+            if loaded != key:
+                raise BadUpload("The PDF is not open in this worker")
+            if operation == "select":
+                reply: tuple[Any, ...] = ("ok", documents.select_pages(document, *args))
+            else:
+                reply = ("ok", documents.render_page(document, *args))
+        except ServiceError as exc:
+            reply = ("error", type(exc).__name__, exc.detail)
+        except Exception as exc:  # PDFium fails in many ways on broken files
+            reply = ("error", "BadUpload", f"Cannot read the PDF: {type(exc).__name__}: {exc}")
+        conn.send(reply)
+
+
+class Worker:
+    def __init__(self) -> None:
+        self.conn, child = CONTEXT.Pipe()
+        self.process = CONTEXT.Process(target=serve, args=(child,), name="dsocr-pdf", daemon=True)
+        self.process.start()
+        child.close()  # only the worker holds its end: the worker sees EOF when the service dies
+        self.loaded: int | None = None  # the document the worker has open
+
+    async def call(self, key: int, data: bytes, operation: str, args: tuple, timeout_s: float) -> Any:
+        """The operation's result; asyncio.TimeoutError past `timeout_s`. The document is sent when the worker does
+        not have it open yet."""
+        message = (key, None if self.loaded == key else data, operation, args)
+        self.loaded = None
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout_s
+        await asyncio.wait_for(in_worker(self.conn.send, message), timeout_s)
+        answered = loop.create_future()
+        loop.add_reader(self.conn.fileno(), lambda: answered.done() or answered.set_result(None))
+        try:
+            await asyncio.wait_for(answered, max(deadline - loop.time(), 0))
+        finally:
+            loop.remove_reader(self.conn.fileno())
+        try:
+            reply = await in_worker(self.conn.recv)
+        except (EOFError, OSError):
+            raise BadUpload("Cannot read the PDF: its renderer crashed") from None
+        if reply[0] == "error":
+            raise ERRORS.get(reply[1], BadUpload)(reply[2])
+        self.loaded = key
+        return reply[1]
+
+    def kill(self) -> None:
+        self.process.kill()
+        self.conn.close()
+        self.process.join(1)
+
+
+class PdfWorkers:
+    """`count` worker processes, started with the service (or when first needed), each kept while it behaves and
+    replaced when it is killed."""
+
+    def __init__(self, count: int, timeout_s: float, busy: Gauge | None = None) -> None:
+        self.count = count
+        self.timeout_s = timeout_s
+        self.busy = busy  # deepseek_ocr_pdf_workers_busy
+        self.keys = itertools.count(1)
+        self.free: asyncio.Semaphore | None = None
+        self.idle: list[Worker] = []
+        self.workers: set[Worker] = set()
+
+    def document(self, data: bytes, dpi: float, max_pixels: int, max_side: int) -> "PdfSource":
+        """An uploaded PDF whose pages are rendered at `dpi`, within `max_pixels` and `max_side` pixels a side."""
+        return PdfSource(self, next(self.keys), data, (dpi, max_pixels, max_side))
+
+    async def call(self, key: int, data: bytes, operation: str, args: tuple, what: str) -> Any:
+        """Runs one operation in a free worker. Past the time budget the worker is killed and the request gets 422
+        naming `what`; a cancelled call (the client left) kills its worker too."""
+        if self.free is None:
+            self.free = asyncio.Semaphore(self.count)
+        async with self.free:
+            worker = self._take(key)
+            self._count_busy(1)
+            try:
+                result = await worker.call(key, data, operation, args, self.timeout_s)
+            except BaseException as exc:
+                if not isinstance(exc, ServiceError) or not worker.process.is_alive():
+                    self._retire(worker)
+                if isinstance(exc, asyncio.TimeoutError):
+                    raise InvalidField(
+                        f"{what} took longer than {self.timeout_s:g} s (DEEPSEEK_OCR_PDF_PAGE_TIMEOUT_S): "
+                        "the PDF is too complex to render"
+                    ) from None
+                raise
+            finally:
+                self._count_busy(-1)
+                if worker in self.workers:
+                    self.idle.append(worker)
+            return result
+
+    def start(self) -> None:
+        """Starts the workers now, so that the first PDF does not wait for an interpreter to start."""
+        while len(self.workers) < self.count:
+            worker = Worker()
+            self.workers.add(worker)
+            self.idle.append(worker)
+
+    def _take(self, key: int) -> Worker:
+        """An idle worker, the one that has the document open if there is one; a new one when none is idle."""
+        if not self.idle:
+            worker = Worker()
+            self.workers.add(worker)
+            return worker
+        worker = next((w for w in self.idle if w.loaded == key), self.idle[-1])
+        self.idle.remove(worker)
+        return worker
+
+    def _count_busy(self, change: int) -> None:
+        if self.busy is not None:
+            self.busy.inc(change)
+
+    def _retire(self, worker: Worker) -> None:
+        self.workers.discard(worker)
+        worker.kill()
+
+    def stop(self) -> None:
+        for worker in list(self.workers):
+            self._retire(worker)
+        self.idle.clear()
+
+
+class PdfSource:
+    """One uploaded PDF, read through the workers: its page selection checked at once, its pages rendered when
+    they are needed, one at a time and in the order asked for (so that they reach the model in page order, and
+    one long document does not take every worker from the others)."""
+
+    def __init__(self, workers: PdfWorkers, key: int, data: bytes, render_args: tuple) -> None:
+        self.workers = workers
+        self.key = key
+        self.data = data
+        self.render_args = render_args
+        self.turn = asyncio.Lock()
+
+    async def select(self, page_spec: str | None, max_pages: int) -> list[int]:
+        return await self.workers.call(self.key, self.data, "select", (page_spec, max_pages), "Opening the PDF")
+
+    async def render(self, number: int) -> Image.Image:
+        async with self.turn:
+            return await self.workers.call(self.key, self.data, "render", (number, *self.render_args), f"Page {number} of the PDF")
