@@ -36,3 +36,29 @@ def test_a_long_history_lists_its_newest_entries_through_the_index(tmp_path: Pat
         f"EXPLAIN QUERY PLAN SELECT {LIST_COLUMNS} FROM entries WHERE created >= 0 ORDER BY created DESC LIMIT 30"))
     assert "entries_by_age" in plan and "TEMP B-TREE" not in plan  # no scan and sort of the whole table
     store.close()
+
+
+def test_a_request_that_times_out_while_its_result_is_kept_leaves_no_entry(start_client, standin_v1: Path) -> None:
+    import threading
+
+    from conftest import image_bytes
+    from standin_checkpoint import set_answer
+    from test_scheduler import wait_until
+
+    client = start_client(checkpoint=standin_v1, ocr_request_timeout_s=2)
+    set_answer(standin_v1, "words")
+    history = client.app.state.history
+    answered, written = threading.Event(), threading.Event()
+    add = history.add
+
+    def slow_add(*args, **kwargs) -> None:  # the write outlasts the request's deadline
+        answered.wait(60)
+        add(*args, **kwargs)
+        written.set()
+
+    history.add = slow_add
+    response = client.post("/api/ocr", files={"image": ("p.png", image_bytes(), "image/png")})
+    assert response.status_code == 504
+    answered.set()
+    assert written.wait(60)
+    wait_until(lambda: client.get("/api/history").json()["items"] == [])  # written, then removed

@@ -100,6 +100,11 @@ class HistoryStore:
             raise
         self.prune()
 
+    def remove(self, entry_id: str) -> None:
+        with self.lock:
+            self._db().execute("DELETE FROM entries WHERE id = ?", (entry_id,))
+        self._result_file(entry_id).unlink(missing_ok=True)
+
     def list(self, limit: int, owner: str = "") -> list[dict[str, Any]]:
         """`owner`'s newest `limit` entries, newest first."""
         with self.lock:

@@ -3,9 +3,10 @@ history, its progress task told each step."""
 
 from __future__ import annotations
 
+import asyncio
 import logging
 
-from dsocr.serving.workers import in_worker
+from dsocr.serving.workers import in_worker, in_worker_later
 from dsocr.pipeline.history import HistoryStore, new_entry_id
 from dsocr.pipeline.ocr_request import OcrInput
 from dsocr.pipeline.pages import EventSink, read_document
@@ -47,13 +48,18 @@ async def read_in_run(
 
 
 async def remember(history: HistoryStore | None, response: OcrResponse, owner: str = "") -> OcrResponse:
-    """The result with its `historyId`, once kept; a history that cannot be written never fails the answer."""
+    """The result with its `historyId`, once kept; a history that cannot be written never fails the answer. A
+    request that ends meanwhile (its deadline, its client gone) leaves no entry: nobody got that answer."""
     if history is None:
         return response
     entry_id = new_entry_id()
     kept = response.model_copy(update={"history_id": entry_id})
+    adding = asyncio.ensure_future(in_worker(history.add, entry_id, kept.model_dump(by_alias=True), owner))
     try:
-        await in_worker(history.add, entry_id, kept.model_dump(by_alias=True), owner)
+        await asyncio.shield(adding)
+    except asyncio.CancelledError:
+        adding.add_done_callback(lambda _: in_worker_later(history.remove, entry_id))
+        raise
     except Exception:
         log.exception("could not keep the result in the history")
         return response

@@ -18,3 +18,8 @@ _pool = ThreadPoolExecutor(max_workers=IO_WORKERS, thread_name_prefix="dsocr-io"
 async def in_worker(function: Callable[..., T], *args: Any) -> T:
     """Runs `function(*args)` on a worker thread of the pool and waits for it."""
     return await asyncio.get_running_loop().run_in_executor(_pool, functools.partial(function, *args))
+
+
+def in_worker_later(function: Callable[..., Any], *args: Any) -> None:
+    """Runs `function(*args)` on a worker thread of the pool, without waiting for it."""
+    _pool.submit(function, *args)
