@@ -152,6 +152,7 @@ def test_a_departed_client_stops_the_remote_code_generation(standin_v1: Path, tm
             time.sleep(0.05)
         [call] = calls(standin_v1)
         assert call["generated_tokens"] < 1500 / 2  # stopped, not run to the end of the scripted answer
+        assert "Traceback" not in server.output()  # its removed run folder is no error of the page
     finally:
         server.stop()
 

@@ -109,7 +109,19 @@ class RemoteCodeEngine(OcrEngine):
         return cls(tokenizer, model.eval().to(info.device).to(dtype), info, settings.ocr_max_new_tokens)
 
     def run(self, batch: list[PageRequest]) -> list[PageResult]:
-        return [self._infer(request) for request in batch]
+        return [self._infer_unless_abandoned(request) for request in batch]
+
+    def _infer_unless_abandoned(self, request: PageRequest) -> PageResult:
+        """A page whose client left is not read; its run folder may already be gone, so a file missing then is
+        expected, not an error (nobody reads the result either way)."""
+        if request.abandoned.is_set():
+            return PageResult("", "stop", 0)
+        try:
+            return self._infer(request)
+        except FileNotFoundError:
+            if request.abandoned.is_set():
+                return PageResult("", "stop", 0)
+            raise
 
     def _infer(self, request: PageRequest) -> PageResult:
         image_file = request.work_dir / PAGE_FILE
