@@ -30,7 +30,7 @@ import httpx
 from PIL import Image, ImageDraw
 
 ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT / "tests"))
+sys.path[:0] = [str(ROOT), str(ROOT / "tests")]  # the service's code, and the tests' helpers
 
 from live_server import Server, metric  # noqa: E402
 

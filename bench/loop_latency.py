@@ -22,7 +22,7 @@ import httpx
 from PIL import Image, ImageDraw
 
 ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT / "tests"))
+sys.path[:0] = [str(ROOT), str(ROOT / "tests")]  # the service's code, and the tests' helpers
 
 from live_server import Server  # noqa: E402
 from standin_checkpoint import build_standin_checkpoint, set_answer  # noqa: E402
