@@ -142,6 +142,13 @@ class Settings(BaseSettings):
             raise ValueError("DEEPSEEK_OCR_ENGINE=vllm needs DEEPSEEK_OCR_VLLM_URLS (comma-separated base URLs)")
         return self
 
+    @field_validator("ocr_root_path")
+    @classmethod
+    def _absolute_prefix(cls, value: str) -> str:
+        if value and (not value.startswith("/") or any(c in value for c in "?#\\ ")):
+            raise ValueError("a path prefix starting with '/', such as /ocr")
+        return value
+
     @field_validator("ocr_default_mode")
     @classmethod
     def _known_mode(cls, value: str) -> str:

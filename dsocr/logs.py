@@ -6,14 +6,16 @@ from __future__ import annotations
 import json
 import logging
 import os
+import re
 from datetime import datetime, timezone
 
 from dsocr.api.request_ids import RequestIdFilter
 
 SERVICE_LOGGER = "deepseek_ocr"
 UVICORN_LOGGERS = ("uvicorn", "uvicorn.error", "uvicorn.access")
-# Access lines of these paths are left out by default: a load balancer probes every few seconds.
-PROBE_PATHS = ("/health", "/metrics")
+# Access lines of these paths are left out by default: a load balancer probes every few seconds. Matched at the
+# end of the path, which may have a root path in front (uvicorn's --root-path).
+PROBE_PATH = re.compile(r"^(?!.*/api/)[^?]*/(health(/live|/ready)?|metrics)/?(\?.*)?$")
 TEXT_FORMAT = "%(levelname)s:     %(name)s: %(message)s"
 
 
@@ -56,7 +58,7 @@ class ProbeFilter(logging.Filter):
     def filter(self, record: logging.LogRecord) -> bool:
         args = record.args if isinstance(record.args, tuple) else ()
         path = str(args[2]) if len(args) > 2 else ""
-        return not path.startswith(PROBE_PATHS)
+        return PROBE_PATH.search(path) is None
 
 
 def configure_logging(log_format: str = "text", level: str = "info", probes: bool = False) -> None:

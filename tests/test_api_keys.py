@@ -126,3 +126,15 @@ def test_a_root_path_in_front_does_not_get_past_the_key(start_client, path: str)
     assert client.get(path, headers=bearer(KEY_A)).status_code == 200
     refused = client.post("/ocr/api/ocr", files={"image": ("p.png", image_bytes(), "image/png")})
     assert refused.status_code == 401
+
+
+@pytest.mark.parametrize("root_path,path", [("/", "//api/history"), ("/ocr/", "/ocr//api/history")])
+def test_a_root_path_ending_in_a_slash_does_not_get_past_the_key(start_client, root_path: str, path: str) -> None:
+    # uvicorn --root-path / (or /ocr/) puts the root path in front of the path: "//api/...", which the routes serve.
+    from starlette.testclient import TestClient
+
+    app = start_client(ocr_api_keys=KEY_A).app
+    with TestClient(app, root_path=root_path) as behind:
+        url = f"http://testserver{path}"
+        assert behind.get(url).status_code == 401
+        assert behind.get(url, headers=bearer(KEY_A)).status_code == 200

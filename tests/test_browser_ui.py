@@ -113,6 +113,13 @@ def test_the_page_is_off_with_deepseek_ocr_ui_false_but_the_docs_stay(tmp_path: 
     assert client.get("/ui/vendor/marked-18.2.1/marked.umd.js").status_code == 404
     assert client.get("/docs").status_code == 200
     assert client.get("/ui/vendor/swagger-ui-dist-5.35.0/swagger-ui-bundle.js").status_code == 200
+    # A path through the Swagger folder that resolves to the page's own file is the page's file: off too.
+    assert client.get("/ui/vendor/swagger-ui-dist-5.35.0/%2e%2e/%2e%2e/app.js").status_code == 404
+
+
+def test_a_path_through_the_vendor_folder_gets_the_cache_policy_of_the_file_it_names(tmp_path: Path) -> None:
+    response = ui_client(tmp_path).get("/ui/vendor/%2e%2e/app.js")
+    assert response.status_code == 200 and response.headers["cache-control"] == "no-cache"
 
 
 @pytest.mark.parametrize("root_path", ["", PREFIX])

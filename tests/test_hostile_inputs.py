@@ -358,3 +358,32 @@ def test_a_long_pdf_is_rendered_as_its_pages_are_read_not_all_up_front(start_cli
     assert response.status_code == 200, response.text
     assert [number for number, _ in rendered] == list(range(1, pages + 1))  # in page order
     assert all(number - finished <= PAGES_IN_FLIGHT for number, finished in rendered)
+
+
+@pytest.mark.parametrize("when", ["idle", "rendering"])
+def test_a_pdf_worker_that_dies_is_replaced_and_the_next_pdf_is_read(start_client, standin_v1: Path, when: str) -> None:
+    import os
+    import signal as signals
+
+    client = start_client(checkpoint=standin_v1)
+    set_answer(standin_v1, "words")
+    pool = client.app.state.pdf_workers
+    assert post(client, make_pdf(), filename="first.pdf").status_code == 200  # the workers are started
+    if when == "idle":
+        for worker in list(pool.workers):  # the OOM killer, or a signal to the whole process group
+            os.kill(worker.process.pid, signals.SIGKILL)
+            worker.process.join(10)
+    else:
+        crashed: list = []
+        sender = threading.Thread(target=lambda: crashed.append(post(client, nested_forms_pdf(9), filename="s.pdf")))
+        sender.start()
+        deadline = time.monotonic() + 60
+        while client.app.state.metrics.pdf_workers_busy._value.get() < 1:
+            assert time.monotonic() < deadline
+            time.sleep(0.01)
+        busy = next(w for w in list(pool.workers) if w not in pool.idle)
+        os.kill(busy.process.pid, signals.SIGSEGV)
+        sender.join(60)
+        assert crashed[0].status_code == 400 and "renderer" in crashed[0].json()["detail"]
+    for name in ("next.pdf", "and-the-next.pdf"):
+        assert post(client, make_pdf(), filename=name).status_code == 200

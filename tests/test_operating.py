@@ -174,3 +174,28 @@ def test_a_client_generated_from_the_openapi_document_reads_a_page(client, tmp_p
         sys.path.remove(str(tmp_path))
         for name in [name for name in sys.modules if name == "ocr_client" or name.startswith("ocr_client.")]:
             del sys.modules[name]
+
+
+@pytest.mark.parametrize("path,kept", [("/health", False), ("/ocr/health/ready", False), ("/metrics?x=1", False),
+                                       ("/api/ocr", True), ("/api/history/health", True)])
+def test_probe_access_lines_are_left_out_with_or_without_a_root_path(path: str, kept: bool) -> None:
+    import logging
+
+    from dsocr.logs import ProbeFilter
+
+    record = logging.LogRecord("uvicorn.access", logging.INFO, "", 0, '%s - "%s %s HTTP/%s" %d',
+                               ("127.0.0.1:5000", "GET", path, "1.1", 200), None)
+    assert ProbeFilter().filter(record) is kept
+
+
+def test_a_stream_whose_client_leaves_is_logged_as_499(start_client, standin_v1: Path, caplog) -> None:
+    import logging
+
+    client = start_client(checkpoint=standin_v1, ocr_max_new_tokens=4096)
+    set_answer(standin_v1, "word " * 200, token_delay_s=0.02)
+    with caplog.at_level(logging.INFO, logger="deepseek_ocr.request"):
+        with client.stream("POST", "/api/ocr/stream", files={"image": ("p.png", image_bytes(), "image/png")}) as response:
+            for line in response.iter_lines():
+                if line.startswith("event: started"):
+                    break  # and leave
+        wait_until(lambda: any("status=499" in r.getMessage() for r in caplog.records))

@@ -77,3 +77,13 @@ def test_uvicorn_refuses_to_start_with_a_bad_value() -> None:
     )
     assert result.returncode != 0
     assert "DEEPSEEK_OCR_DEVICE" in result.stderr
+
+
+def test_a_root_path_must_be_an_absolute_prefix() -> None:
+    import pytest as _pytest
+
+    from settings import SettingsError, load_settings
+
+    assert load_settings(ocr_root_path="/ocr").ocr_root_path == "/ocr"
+    with _pytest.raises(SettingsError, match="DEEPSEEK_OCR_ROOT_PATH"):
+        load_settings(ocr_root_path="ocr")

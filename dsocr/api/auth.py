@@ -88,7 +88,7 @@ class ApiKeyMiddleware:
             return
         key = presented_key(Request(scope))
         if key is None or not self.api_keys.accepts(key):
-            log.info("refused %s %s: %s", scope.get("method"), path,
+            log.info("refused %s %r: %s", scope.get("method"), path,
                      "no API key" if key is None else f"unknown API key {fingerprint(key)}")
             detail = "An API key is required: send Authorization: Bearer <key> or X-API-Key: <key>"
             if key is not None:

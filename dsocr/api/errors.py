@@ -59,7 +59,7 @@ class InternalErrorMiddleware:
         try:
             await self.app(scope, receive, noting_start)
         except Exception as exc:
-            request_id = log_internal_error(scope["app"], f"{scope['method']} {scope['path']}", exc)
+            request_id = log_internal_error(scope["app"], f"{scope['method']} {scope['path']!r}", exc)
             if started:  # too late for a 500: the client sees the answer cut short
                 return
             await JSONResponse(error_body(f"Internal error (request id {request_id})"), status_code=500)(scope, receive, send)

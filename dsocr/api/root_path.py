@@ -20,7 +20,10 @@ class RootPathMiddleware:
 def route_path(scope: Scope) -> str:
     """The path as the routes see it: without the root path, when a proxy (or uvicorn's --root-path) kept it in
     front. Middlewares that decide by path (API keys, metrics, the request line) must use this one."""
-    path, root = scope.get("path", ""), scope.get("root_path", "").rstrip("/")
-    if root and (path == root or path.startswith(root + "/")):
-        return path[len(root):] or "/"
-    return path
+    path, root = scope.get("path", ""), scope.get("root_path", "")
+    # Exactly what Starlette's router does (a root path of "/" or "/ocr/" leaves "//api/..." for it to match).
+    if not root or not path.startswith(root):
+        return path
+    if path == root:
+        return ""
+    return path[len(root):] if path[len(root)] == "/" else path

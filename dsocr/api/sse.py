@@ -18,7 +18,8 @@ async def event_stream(
 ) -> AsyncIterator[bytes]:
     """The work's events as they come, a keep-alive comment after `ping_s` seconds without one (so that a proxy
     does not cut a long page: the remote-code engine streams no text), then `result` or `error`. The status the
-    stream ended with goes into the request's `summary`."""
+    stream ended with goes into the request's `summary` (499 when its client left before the end)."""
+    summary["status"] = 499  # until the last event is sent
     try:
         while not work.done() or not events.empty():
             next_event = asyncio.ensure_future(events.get())
@@ -30,6 +31,7 @@ async def event_stream(
             if not work.done():
                 yield KEEPALIVE
         error = work.exception()
+        summary.pop("status")
         if error is None:
             yield sse("result", work.result().model_dump(by_alias=True))
         elif isinstance(error, ServiceError):

@@ -9,6 +9,7 @@ dsocr/ui/vendor as well, so the API docs work without internet. `DEEPSEEK_OCR_UI
 
 from __future__ import annotations
 
+import posixpath
 from pathlib import Path
 
 from fastapi import APIRouter, Request
@@ -48,6 +49,7 @@ _files = StaticFiles(directory=UI_DIR)
 async def _ui_file(path: str, request: Request) -> Response:
     """A file of dsocr/ui (no traversal: StaticFiles keeps to its folder), with its type and cache policy; a
     missing one is 404 as JSON, like every other error."""
+    path = _normalised(path)
     try:
         response = await _files.get_response(path, request.scope)
     except Exception as exc:  # Starlette's HTTPException(404) (or 405): the service's own JSON error
@@ -59,6 +61,15 @@ async def _ui_file(path: str, request: Request) -> Response:
     response.headers["cache-control"] = IMMUTABLE if path.startswith("vendor/") else REVALIDATE
     response.headers["x-content-type-options"] = "nosniff"
     return response
+
+
+def _normalised(path: str) -> str:
+    """The path as the file system resolves it (`vendor/x/../../app.js` is `app.js`), so that the checks on its
+    folder (cache policy, the Swagger files served while the page is off) see the file that is served."""
+    normal = posixpath.normpath("/" + path).lstrip("/")
+    if normal.startswith(".."):
+        raise NotFound("No such file")
+    return normal
 
 
 def _ui_enabled(request: Request) -> bool:
@@ -79,7 +90,7 @@ async def index(request: Request) -> Response:
 @router.api_route("/ui/{path:path}", methods=["GET", "HEAD"], include_in_schema=False)
 async def ui_asset(path: str, request: Request) -> Response:
     """The page's files, and the vendored libraries (Swagger UI's also while the page is off, for /docs)."""
-    if not _ui_enabled(request) and not path.startswith(SWAGGER_DIR + "/"):
+    if not _ui_enabled(request) and not _normalised(path).startswith(SWAGGER_DIR + "/"):
         raise NotFound("No such file")
     return await _ui_file(path, request)
 

@@ -7,6 +7,7 @@ once, one per worker; the rest wait for a free worker."""
 from __future__ import annotations
 
 import asyncio
+import ctypes
 import itertools
 import logging
 import multiprocessing
@@ -19,7 +20,7 @@ from prometheus_client import Gauge
 
 from dsocr.errors import BadUpload, InvalidField, PayloadTooLarge, ServiceError
 from dsocr.pipeline import documents
-from dsocr.serving.workers import in_worker
+from dsocr.serving.workers import in_worker, in_worker_later
 
 log = logging.getLogger("deepseek_ocr.pdf")
 
@@ -27,12 +28,17 @@ log = logging.getLogger("deepseek_ocr.pdf")
 ERRORS: dict[str, type[ServiceError]] = {cls.__name__: cls for cls in (BadUpload, InvalidField, PayloadTooLarge)}
 # A fresh interpreter per worker: forking a process that holds the model and its threads is not safe.
 CONTEXT = multiprocessing.get_context("spawn")
+PR_SET_PDEATHSIG = 1
 
 
 def serve(conn: Connection) -> None:
     """A worker's loop: one call at a time, `(document key, PDF bytes or None, operation, arguments)`. The last
     document stays open, so that the pages of one upload are sent once."""
-    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C stops the service, which stops its workers
+    # Ctrl-C and a SIGTERM sent to the whole group (systemd) stop the service, which stops its workers after
+    # draining; a service killed outright takes its workers with it.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    _die_with_parent()
     document, loaded = None, None
     while True:
         try:
@@ -58,6 +64,19 @@ def serve(conn: Connection) -> None:
         conn.send(reply)
 
 
+def _die_with_parent() -> None:
+    """Linux: SIGKILL this worker when the service's process dies, even mid-render (a render can take minutes)."""
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+    except (OSError, AttributeError):  # not Linux: the worker still stops at its next read
+        pass
+
+
+class WorkerGone(Exception):
+    """The worker process died (killed, crashed) before or while it answered."""
+
+
 class Worker:
     def __init__(self) -> None:
         self.conn, child = CONTEXT.Pipe()
@@ -65,6 +84,11 @@ class Worker:
         self.process.start()
         child.close()  # only the worker holds its end: the worker sees EOF when the service dies
         self.loaded: int | None = None  # the document the worker has open
+        self.gone = False
+
+    @property
+    def usable(self) -> bool:
+        return not self.gone and self.process.is_alive()
 
     async def call(self, key: int, data: bytes, operation: str, args: tuple, timeout_s: float) -> Any:
         """The operation's result; asyncio.TimeoutError past `timeout_s`. The document is sent when the worker does
@@ -73,7 +97,11 @@ class Worker:
         self.loaded = None
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout_s
-        await asyncio.wait_for(in_worker(self.conn.send, message), timeout_s)
+        try:
+            await asyncio.wait_for(in_worker(self.conn.send, message), timeout_s)
+        except (OSError, EOFError):
+            self.gone = True
+            raise WorkerGone() from None
         answered = loop.create_future()
         loop.add_reader(self.conn.fileno(), lambda: answered.done() or answered.set_result(None))
         try:
@@ -83,6 +111,7 @@ class Worker:
         try:
             reply = await in_worker(self.conn.recv)
         except (EOFError, OSError):
+            self.gone = True
             raise BadUpload("Cannot read the PDF: its renderer crashed") from None
         if reply[0] == "error":
             raise ERRORS.get(reply[1], BadUpload)(reply[2])
@@ -90,9 +119,15 @@ class Worker:
         return reply[1]
 
     def kill(self) -> None:
+        """Kills the process; its pipe is closed (and the process reaped) off the event loop, once the process is
+        gone, so that an I/O thread still reading it never reads a reused descriptor."""
+        self.gone = True
         self.process.kill()
+        in_worker_later(self._reap)
+
+    def _reap(self) -> None:
+        self.process.join(5)
         self.conn.close()
-        self.process.join(1)
 
 
 class PdfWorkers:
@@ -121,10 +156,17 @@ class PdfWorkers:
             worker = self._take(key)
             self._count_busy(1)
             try:
-                result = await worker.call(key, data, operation, args, self.timeout_s)
-            except BaseException as exc:
-                if not isinstance(exc, ServiceError) or not worker.process.is_alive():
+                try:
+                    result = await worker.call(key, data, operation, args, self.timeout_s)
+                except WorkerGone:  # it died while idle (OOM killer, a signal): nothing ran, a fresh one runs it
                     self._retire(worker)
+                    worker = self._take(key)
+                    result = await worker.call(key, data, operation, args, self.timeout_s)
+            except BaseException as exc:
+                if not isinstance(exc, ServiceError) or not worker.usable:
+                    self._retire(worker)
+                if isinstance(exc, WorkerGone):
+                    raise BadUpload("Cannot read the PDF: its renderer stopped") from None
                 if isinstance(exc, asyncio.TimeoutError):
                     raise InvalidField(
                         f"{what} took longer than {self.timeout_s:g} s (DEEPSEEK_OCR_PDF_PAGE_TIMEOUT_S): "
@@ -146,6 +188,9 @@ class PdfWorkers:
 
     def _take(self, key: int) -> Worker:
         """An idle worker, the one that has the document open if there is one; a new one when none is idle."""
+        for dead in [w for w in self.idle if not w.usable]:
+            self.idle.remove(dead)
+            self._retire(dead)
         if not self.idle:
             worker = Worker()
             self.workers.add(worker)
@@ -159,8 +204,9 @@ class PdfWorkers:
             self.busy.inc(change)
 
     def _retire(self, worker: Worker) -> None:
-        self.workers.discard(worker)
-        worker.kill()
+        if worker in self.workers:  # once: a reaped process's id may belong to another process by now
+            self.workers.discard(worker)
+            worker.kill()
 
     def stop(self) -> None:
         for worker in list(self.workers):

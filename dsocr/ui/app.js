@@ -480,15 +480,21 @@
 
   function renderMarkdown(text) {
     const html = window.marked.parse(text || "", { gfm: true, async: false });
-    return window.DOMPurify.sanitize(html, { USE_PROFILES: { html: true }, RETURN_DOM_FRAGMENT: true });
+    // SANITIZE_NAMED_PROPS: model output may not take the page's own element ids (the key dialog, the panels).
+    return window.DOMPurify.sanitize(html, {
+      USE_PROFILES: { html: true }, RETURN_DOM_FRAGMENT: true, SANITIZE_NAMED_PROPS: true,
+    });
   }
 
   function figureUrls(result, page) {
-    // Only the run's own figure crops: model output could name any URL in a markdown image.
+    // Only the run's own figure crops, as the service writes them (its root path, then /api/runs/<runId>/...):
+    // model output could name any URL in a markdown image, or run into the service's link.
     const marker = `/api/runs/${result.runId}/`;
+    const ownUrl = /^(?:\/[\w.-]+)*\/api\/runs\/[0-9a-f]{32}\/[\w\/.-]+$/;
     const urls = [];
     for (const match of (page.text || "").matchAll(/!\[[^\]]*\]\(\s*<?([^)\s>]+)>?\s*\)/g)) {
-      if (match[1].includes(marker) && !urls.includes(match[1])) urls.push(match[1]);
+      const url = match[1];
+      if (ownUrl.test(url) && url.includes(marker) && !url.includes("..") && !urls.includes(url)) urls.push(url);
     }
     return urls;
   }
