@@ -21,6 +21,7 @@ from dsocr.pipeline.runs import RunStore
 from live_server import ROOT, Server, metric, serving
 from standin_checkpoint import calls, set_answer
 from test_pdf import make_pdf
+from test_scheduler import wait_until
 
 
 # The most pixels a side of a page gundam (the default mode) can use: a row of six 768-pixel tiles.
@@ -274,10 +275,7 @@ def test_a_pdf_page_past_its_render_budget_is_422_and_holds_nobody_up(start_clie
     slow: list = []
     worker = threading.Thread(target=lambda: slow.append(post(client, nested_forms_pdf(9), filename="slow.pdf")))
     worker.start()
-    deadline = time.monotonic() + 60
-    while client.app.state.metrics.pdf_workers_busy._value.get() < 1:  # a worker is rendering the slow page
-        assert time.monotonic() < deadline
-        time.sleep(0.01)
+    wait_until(lambda: client.app.state.metrics.pdf_workers_busy._value.get() >= 1)  # rendering the slow page
     # Another PDF is rendered by another worker meanwhile, and answered before the slow one's budget is out.
     assert post(client, make_pdf(), filename="quick.pdf").status_code == 200
     assert not slow
@@ -377,10 +375,7 @@ def test_a_pdf_worker_that_dies_is_replaced_and_the_next_pdf_is_read(start_clien
         crashed: list = []
         sender = threading.Thread(target=lambda: crashed.append(post(client, nested_forms_pdf(9), filename="s.pdf")))
         sender.start()
-        deadline = time.monotonic() + 60
-        while client.app.state.metrics.pdf_workers_busy._value.get() < 1:
-            assert time.monotonic() < deadline
-            time.sleep(0.01)
+        wait_until(lambda: client.app.state.metrics.pdf_workers_busy._value.get() >= 1)
         busy = next(w for w in list(pool.workers) if w not in pool.idle)
         os.kill(busy.process.pid, signals.SIGSEGV)
         sender.join(60)
