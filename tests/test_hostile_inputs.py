@@ -308,19 +308,16 @@ def test_a_departed_client_stops_its_pdf_rendering(standin_v1: Path, tmp_path: P
             f"{name}: {value}\r\n" for name, value in request.headers.items() if name.lower() != "host")
         with socket.create_connection(("127.0.0.1", server.port)) as sock:
             sock.sendall(head.encode() + b"\r\n" + request.read())
-            deadline = time.monotonic() + 60
-            renderer = None
-            while renderer is None:  # the worker that has used a second of CPU renders it
-                assert time.monotonic() < deadline
-                time.sleep(0.05)
+            def renderer() -> int | None:  # the worker that has used a second of CPU renders the page
                 now = _pdf_workers(server.process.pid)
-                renderer = next((pid for pid, ticks in now.items() if ticks > idle.get(pid, 0) + 100), None)
+                return next((pid for pid, ticks in now.items() if ticks > idle.get(pid, 0) + 100), None)
+
+            wait_until(lambda: renderer() is not None)
+            busy = renderer()
             assert metric(server.url, "deepseek_ocr_admitted") == 1
         # Without the client, its slot is given back and its renderer killed, long before the render could end.
-        deadline = time.monotonic() + 60
-        while metric(server.url, "deepseek_ocr_admitted") > 0 or renderer in _pdf_workers(server.process.pid):
-            assert time.monotonic() < deadline, "the rendering went on for nobody"
-            time.sleep(0.05)
+        wait_until(lambda: metric(server.url, "deepseek_ocr_admitted") == 0
+                   and busy not in _pdf_workers(server.process.pid))
 
 
 @pytest.mark.parametrize("fmt,mode,size,expected", [
