@@ -1,8 +1,8 @@
-"""Fixtures: tiny real checkpoints built once per session, and the app started on them."""
+"""Fixtures: tiny real checkpoints built once per session, and the app started on them. Plain helper functions
+are in helpers.py."""
 
 from __future__ import annotations
 
-import io
 import os
 import tempfile
 import time
@@ -11,7 +11,6 @@ from typing import Callable, Iterator
 
 import pytest
 from fastapi.testclient import TestClient
-from PIL import Image
 
 # Set before transformers is imported: no network, and remote code copied into a throwaway module cache.
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -20,19 +19,15 @@ os.environ.setdefault("HF_MODULES_CACHE", tempfile.mkdtemp(prefix="hf-modules-")
 import transformers  # noqa: E402
 
 from app import create_app  # noqa: E402
-from settings import Settings, load_settings  # noqa: E402
+from helpers import has_native_classes, make_settings, server_env  # noqa: E402
+from live_server import Server, serving  # noqa: E402
 from standin_checkpoint import build_standin_checkpoint  # noqa: E402
 
-# The remote-code profile pins transformers 4.46.3, which predates the native DeepSeek-OCR-2 classes.
-HAS_NATIVE_CLASSES = hasattr(transformers, "DeepseekOcr2ForConditionalGeneration")
-
-# Random weights never end their answer: every test caps generation.
-TEST_MAX_NEW_TOKENS = 6
 READY_TIMEOUT_S = 120
 
 
 def _native(folder: Path, **options: object) -> Path:
-    if not HAS_NATIVE_CLASSES:
+    if not has_native_classes():
         pytest.skip(f"transformers {transformers.__version__} has no native DeepSeek-OCR-2 classes")
     from dsocr.tiny.checkpoint import build_native_checkpoint
 
@@ -71,17 +66,6 @@ def wait_ready(client: TestClient) -> None:
     raise TimeoutError("the model did not load")
 
 
-def make_settings(checkpoint: Path, runs_dir: Path, **overrides: object) -> Settings:
-    values: dict[str, object] = {
-        "ocr_model_path": str(checkpoint),
-        "ocr_runs_dir": runs_dir,
-        "ocr_history_dir": runs_dir.parent / "history",
-        "ocr_max_new_tokens": TEST_MAX_NEW_TOKENS,
-    }
-    values.update(overrides)
-    return load_settings(**values)
-
-
 @pytest.fixture
 def start_client(tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[Callable[..., TestClient]]:
     """Starts the app (lifespan included) with settings overrides; `checkpoint=` picks another checkpoint
@@ -103,19 +87,56 @@ def start_client(tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[Cal
 
 
 @pytest.fixture
-def client(start_client: Callable[..., TestClient]) -> TestClient:
-    return start_client()
-
-
-@pytest.fixture
 def runs_dir(tmp_path: Path) -> Path:
+    """The runs folder of the apps `start_client` starts."""
     return tmp_path / "runs"
 
 
-def image_bytes(size: tuple[int, int] = (640, 480), fmt: str = "PNG", color: str = "white", **save: object) -> bytes:
-    image = Image.new("RGB", size, color)
-    # A dark block so that the page is not blank.
-    image.paste((20, 20, 20), (size[0] // 4, size[1] // 4, size[0] // 2, size[1] // 2))
-    buffer = io.BytesIO()
-    image.save(buffer, fmt, **save)
-    return buffer.getvalue()
+@pytest.fixture(scope="module")
+def client_runs_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The runs folder of the module's shared app (`client`)."""
+    return tmp_path_factory.mktemp("shared-app") / "runs"
+
+
+@pytest.fixture(scope="module")
+def client(native_checkpoint: Path, client_runs_dir: Path) -> Iterator[TestClient]:
+    """One app per test module, on the native checkpoint with the tests' settings, for the tests that only read.
+    A test that changes settings or state another test could see (history listings, tasks, metrics, files)
+    starts an app of its own with `start_client`."""
+    with TestClient(create_app(make_settings(native_checkpoint, client_runs_dir))) as shared:
+        wait_ready(shared)
+        yield shared
+
+
+@pytest.fixture(scope="module")
+def real_server(native_checkpoint: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+    """The real server (`uvicorn app:app`) on the native checkpoint, one per test module."""
+    env = server_env(native_checkpoint, tmp_path_factory.mktemp("real-server-runs"), DEEPSEEK_OCR_MAX_NEW_TOKENS="8")
+    with serving(env) as server:
+        yield server
+
+
+@pytest.fixture
+def clean_env(monkeypatch: pytest.MonkeyPatch) -> None:
+    """No DEEPSEEK_* variable of the shell that runs the tests reaches the settings under test."""
+    for name in list(os.environ):
+        if name.upper().startswith("DEEPSEEK_"):
+            monkeypatch.delenv(name)
+
+
+@pytest.fixture(scope="session")
+def postgres_server_url() -> Iterator[str]:
+    """A real PostgreSQL server for the session (a throwaway cluster; see tests/postgres.py)."""
+    from postgres import postgres_server
+
+    yield from postgres_server()
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """Each backend of the store in turn: a SQLite file, then a fresh PostgreSQL database."""
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path / 'store.sqlite3'}"
+    from postgres import fresh_database
+
+    return fresh_database(request.getfixturevalue("postgres_server_url"))
