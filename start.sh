@@ -24,6 +24,7 @@
 #                                   (HF_HUB_CACHE, HF_HOME); deepseek-ai/DeepSeek-OCR and deepseek-ai/DeepSeek-OCR-2
 #                                   count as remote-code before they are cached; else native (so pass --profile
 #                                   remote-code for another original-layout repo id that is not cached yet).
+#                                   `python3 -m dsocr profile` prints that default.
 #   --dry-run                       print the profile, its virtual environment and the command, and stop
 #
 # Environment: PYTHON (interpreter for the venv, default python3), VENV (its folder), TORCH_SPEC (what
@@ -80,39 +81,10 @@ if [[ -n $demo ]]; then
   profile=native
 fi
 
-# config.json of a Hugging Face repo id in the hub's cache (where huggingface_hub keeps it), if it is there.
-hub_cached_config() {
-  local cache=${HF_HUB_CACHE:-${HUGGINGFACE_HUB_CACHE:-${HF_HOME:-${XDG_CACHE_HOME:-$HOME/.cache}/huggingface}/hub}}
-  local repo="$cache/models--${1//\//--}" revision config
-  if [[ -f $repo/refs/main ]]; then
-    revision=$(<"$repo/refs/main")
-    [[ -f $repo/snapshots/$revision/config.json ]] && { echo "$repo/snapshots/$revision/config.json"; return 0; }
-  fi
-  for config in "$repo"/snapshots/*/config.json; do
-    [[ -f $config ]] && { echo "$config"; return 0; }
-  done
-  return 1
-}
-# The checkpoint's layout picks the profile: original checkpoints ship their own code (config.json auto_map).
-checkpoint_has_remote_code() {
-  local model=${DEEPSEEK_OCR_MODEL_PATH:-../../ocr_project/model} config
-  [[ ${DEEPSEEK_OCR_ENGINE:-auto} == remote-code ]] && return 0
-  [[ ${DEEPSEEK_OCR_ENGINE:-auto} == auto ]] || return 1
-  if [[ -f $model/config.json ]]; then
-    config=$model/config.json
-  elif [[ $model =~ ^[A-Za-z0-9][A-Za-z0-9_.-]*/[A-Za-z0-9_.-]+$ && $model != *..* ]]; then
-    if ! config=$(hub_cached_config "$model"); then
-      [[ $model == deepseek-ai/DeepSeek-OCR || $model == deepseek-ai/DeepSeek-OCR-2 ]]
-      return
-    fi
-  else
-    return 1
-  fi
-  "$PYTHON" -c 'import json, sys; sys.exit(0 if json.load(open(sys.argv[1])).get("auto_map") else 1)' "$config"
-}
+# Without --profile, Python reads the checkpoint's layout (dsocr/profiles.py: standard library only, so the system
+# python3 runs it before any virtual environment exists). Tests always use the native profile unless told.
 if [[ -z $profile ]]; then
-  if [[ $command == serve && ${DEEPSEEK_OCR_ENGINE:-auto} == vllm ]]; then profile=vllm
-  elif [[ $command == serve ]] && checkpoint_has_remote_code; then profile=remote-code
+  if [[ $command == serve ]]; then profile=$("$PYTHON" -m dsocr profile)
   else profile=native; fi
 fi
 case $profile in

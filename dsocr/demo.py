@@ -24,12 +24,13 @@ from importlib import metadata
 from pathlib import Path
 from typing import TYPE_CHECKING, Iterator
 
+from dsocr.profiles import DEMO, is_demo  # noqa: F401 (the model-path rules live together, importable without a venv)
+
 if TYPE_CHECKING:
     from settings import Settings
 
 log = logging.getLogger("deepseek_ocr.demo")
 
-DEMO = "demo"  # the value of DEEPSEEK_OCR_MODEL_PATH that asks for the demo
 DEMO_DIR_ENV = "DEEPSEEK_OCR_DEMO_DIR"
 # Random weights never end an answer, so every page generates exactly this many tokens unless
 # DEEPSEEK_OCR_MAX_NEW_TOKENS is set. Measured through the service on a 2-core CPU (an A4 page in gundam mode:
@@ -46,10 +47,6 @@ _NATIVE_TRANSFORMERS = (5, 17)
 
 class DemoError(Exception):
     """The demo cannot be built or served here; the message says why and what to do."""
-
-
-def is_demo(model_path: str) -> bool:
-    return model_path.strip().lower() == DEMO
 
 
 def demo_dir() -> Path:

@@ -6,7 +6,6 @@ from __future__ import annotations
 import json
 import logging
 import os
-import re
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -15,12 +14,12 @@ if TYPE_CHECKING:
 
 from dsocr.catalogue import FAMILY_MODES, ModelFamily
 from dsocr.demo import DEMO, DEMO_DIR_ENV, DemoError, check_demo_can_run, demo_settings, ensure_demo_checkpoint, is_demo
+from dsocr.profiles import looks_like_repo_id, ships_own_code
 from ocr_engine import EngineInfo, OcrEngine
 from settings import AttnImpl, DeviceChoice, DtypeChoice, EngineChoice, Settings
 
 log = logging.getLogger("deepseek_ocr.engine")
 
-REPO_ID = re.compile(r"[A-Za-z0-9][\w.-]*/[\w.-]+")
 MODEL_PATH_FIX = (
     "Set DEEPSEEK_OCR_MODEL_PATH to a folder holding the checkpoint (config.json, weights, tokenizer) "
     "or to a Hugging Face repo id such as deepseek-community/DeepSeek-OCR-2."
@@ -90,7 +89,7 @@ def resolve_model_source(value: str) -> str:
             raise ModelPathError(f"DEEPSEEK_OCR_MODEL_PATH={value!r} is a file, not a checkpoint folder. {MODEL_PATH_FIX}")
         read_config(path)
         return str(path.resolve())
-    if REPO_ID.fullmatch(value) and ".." not in value:
+    if looks_like_repo_id(value):
         try:
             check_hub(value)
         except ModelPathError as exc:
@@ -187,7 +186,7 @@ def detect_family(config: dict[str, Any]) -> ModelFamily:
 
 def detect_engine(config: dict[str, Any]) -> EngineChoice:
     """Custom code (`auto_map`) runs through remote code; a model type this transformers knows runs natively."""
-    if config.get("auto_map"):
+    if ships_own_code(config):
         return EngineChoice.remote_code
     from transformers import CONFIG_MAPPING
 

@@ -1,0 +1,42 @@
+"""`python -m dsocr <command>`: the service's commands beside the HTTP server.
+
+Each command is a function taking the parsed arguments and returning the exit status, registered in
+`build_parser` with its own options. A command imports what it needs inside its function: `profile` runs with
+the system's python3 before any virtual environment exists, so this module itself imports the standard
+library only.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from collections.abc import Sequence
+
+
+def profile(args: argparse.Namespace) -> int:
+    """Prints the install profile (native, remote-code or vllm) that DEEPSEEK_OCR_ENGINE and
+    DEEPSEEK_OCR_MODEL_PATH call for."""
+    from dsocr.profiles import profile_for
+
+    print(profile_for(os.environ).value)
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m dsocr", description=__doc__.split("\n\n")[0])
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    command = commands.add_parser("profile", help="which install profile the configured checkpoint needs",
+                                  description=profile.__doc__)
+    command.set_defaults(run=profile)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    return args.run(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
