@@ -2,34 +2,32 @@
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import os
-import signal
-import threading
 from contextlib import asynccontextmanager
-from typing import AsyncIterator, Callable
+from typing import AsyncIterator
 
 from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
 
-from dsocr.serving.workers import in_worker
-from dsocr.api import artifacts, health, history, modes, ocr, tasks, ui
-from dsocr.api.auth import ApiKeyMiddleware, ApiKeys
 from dsocr import __version__
 from dsocr.api.errors import install_error_handlers
+from dsocr.api.lifecycle import drain_on_sigterm, open_history, reload_keys_on_sighup, start_sweeping
+from dsocr.api.middleware.auth import ApiKeyMiddleware, ApiKeys
+from dsocr.api.middleware.request_ids import REQUEST_ID_HEADER, RequestIdMiddleware
+from dsocr.api.middleware.request_metrics import RequestMetricsMiddleware
+from dsocr.api.middleware.root_path import RootPathMiddleware
 from dsocr.api.openapi import operation_id
-from dsocr.api.root_path import RootPathMiddleware
-from dsocr.api.request_ids import REQUEST_ID_HEADER, RequestIdMiddleware
-from dsocr.logs import configure_logging
+from dsocr.api.routes import artifacts, health, history, modes, ocr, tasks, ui
 from dsocr.engines.loading import ModelPathError, model_source
+from dsocr.logs import configure_logging
 from dsocr.pipeline.history import HistoryStore
+from dsocr.pipeline.pdf_workers import PdfWorkers
 from dsocr.pipeline.progress import TaskRegistry
 from dsocr.pipeline.runs import RunStore, RunsDirError
 from dsocr.serving.admission import Admission
-from dsocr.serving.metrics import Metrics, RequestMetricsMiddleware
+from dsocr.serving.metrics import Metrics
 from dsocr.serving.model_host import ModelHost
-from dsocr.serving.pdf_workers import PdfWorkers
 from settings import EngineChoice, Settings, SettingsError, load_settings
 
 log = logging.getLogger("deepseek_ocr")
@@ -42,8 +40,6 @@ OPENAPI_TAGS = [
     {"name": "artifacts", "description": "Figure crops and annotated pages of a run (capability URLs)"},
     {"name": "service", "description": "Probes, the model's modes"},
 ]
-# How often expired runs (and history entries) are looked for, at most.
-SWEEP_INTERVAL_S = 60
 # Progress tasks: at most this many at once, each forgotten this long after its last change.
 MAX_TASKS = 1024
 TASK_TTL_S = 600
@@ -64,7 +60,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     app.state.pdf_workers.start()
     drain_on_sigterm(app, host, settings.ocr_shutdown_grace_s)
     reload_keys_on_sighup(app.state.api_keys)
-    sweeper = asyncio.create_task(sweep(runs, history_store, min(SWEEP_INTERVAL_S, max(settings.ocr_run_ttl_s, 1))))
+    sweeper = start_sweeping(runs, history_store, settings.ocr_run_ttl_s)
     yield
     sweeper.cancel()
     await host.stop(settings.ocr_shutdown_grace_s)
@@ -88,82 +84,6 @@ def startup_checks(app: FastAPI) -> str:
     return source
 
 
-def open_history(app: FastAPI) -> HistoryStore | None:
-    """The history, opened; one that cannot be opened (a corrupt database, an unwritable folder) is logged and
-    turned off rather than stopping the service."""
-    history_store: HistoryStore | None = app.state.history
-    if history_store is None:
-        return None
-    try:
-        history_store.open()
-    except Exception as exc:
-        log.error("history turned off: cannot open it in %s (DEEPSEEK_OCR_HISTORY_DIR): %s: %s",
-                  history_store.folder, type(exc).__name__, exc)
-        history_store.close()
-        app.state.history = None
-    return app.state.history
-
-
-def reload_keys_on_sighup(api_keys: ApiKeys) -> None:
-    """SIGHUP re-reads DEEPSEEK_OCR_API_KEYS_FILE (under uvicorn's main thread; tests' in-process clients call
-    `reload` themselves)."""
-    if threading.current_thread() is not threading.main_thread() or api_keys.keys_file is None:
-        return
-    loop = asyncio.get_running_loop()
-
-    def reload() -> None:
-        try:
-            api_keys.reload()
-        except OSError as exc:
-            log.error("SIGHUP: cannot re-read DEEPSEEK_OCR_API_KEYS_FILE (%s); the keys stay as they were", exc)
-
-    signal.signal(signal.SIGHUP, lambda signum, frame: loop.call_soon_threadsafe(reload))
-
-
-def drain_on_sigterm(app: FastAPI, host: ModelHost, grace_s: float) -> None:
-    """Under uvicorn, SIGTERM first drains: new requests get 503, /health says "draining", admitted work gets
-    `grace_s` to finish (then fails with 503); only then is uvicorn told to stop. A fatal model error stops
-    uvicorn at once, with a non-zero exit. Outside uvicorn's main thread (tests' in-process clients) neither
-    applies."""
-    uvicorn_handler = signal.getsignal(signal.SIGTERM)
-    if threading.current_thread() is not threading.main_thread() or not callable(uvicorn_handler):
-        return
-    loop = asyncio.get_running_loop()
-    stop_server: Callable[[], None] = lambda: uvicorn_handler(signal.SIGTERM, None)  # noqa: E731
-    draining: list[asyncio.Task] = []
-
-    async def drain() -> None:
-        log.info("SIGTERM: draining for up to %g s (DEEPSEEK_OCR_SHUTDOWN_GRACE_S)", grace_s)
-        await host.stop(grace_s)
-        stop_server()
-
-    def start_draining() -> None:
-        if draining:  # a second SIGTERM: stop now
-            stop_server()
-        else:
-            draining.append(asyncio.create_task(drain()))
-
-    def fatal() -> None:
-        app.state.exit_code = 1
-        stop_server()
-
-    signal.signal(signal.SIGTERM, lambda signum, frame: loop.call_soon_threadsafe(start_draining))
-    host.on_fatal = fatal
-
-
-async def sweep(runs: RunStore, history_store: HistoryStore | None, interval_s: float) -> None:
-    """Removes expired runs and history entries now and then; a failed round is logged, the next one runs."""
-    while True:
-        await asyncio.sleep(interval_s)
-        for housekeeping in (runs.sweep, history_store.prune if history_store else None):
-            if housekeeping is None:
-                continue
-            try:
-                await in_worker(housekeeping)
-            except Exception:
-                log.exception("housekeeping (%s) failed; trying again in %g s", housekeeping.__qualname__, interval_s)
-
-
 def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or load_settings()
     configure_logging(settings.ocr_log_format.value, settings.ocr_log_level, settings.ocr_log_probes)
@@ -172,7 +92,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         summary="Document images and PDFs to markdown, layout regions and figure crops, with DeepSeek-OCR",
         version=__version__,
         lifespan=lifespan,
-        docs_url=None,  # served by dsocr.api.ui with local assets
+        docs_url=None,  # served by dsocr.api.routes.ui with local assets
         redoc_url=None,
         generate_unique_id_function=operation_id,
         openapi_tags=OPENAPI_TAGS,

@@ -3,13 +3,12 @@ request it was written for; probe access lines left out unless asked for; no pro
 
 from __future__ import annotations
 
+import contextvars
 import json
 import logging
 import os
 import re
 from datetime import datetime, timezone
-
-from dsocr.api.request_ids import RequestIdFilter
 
 SERVICE_LOGGER = "deepseek_ocr"
 UVICORN_LOGGERS = ("uvicorn", "uvicorn.error", "uvicorn.access")
@@ -17,6 +16,18 @@ UVICORN_LOGGERS = ("uvicorn", "uvicorn.error", "uvicorn.access")
 # end of the path, which may have a root path in front (uvicorn's --root-path).
 PROBE_PATH = re.compile(r"^(?!.*/api/)[^?]*/(health(/live|/ready)?|metrics)/?(\?.*)?$")
 TEXT_FORMAT = "%(levelname)s:     %(name)s: %(message)s"
+
+# The id of the request being served (set by dsocr.api.middleware.request_ids), for every line logged meanwhile.
+current_request_id: contextvars.ContextVar[str] = contextvars.ContextVar("request_id", default="")
+
+
+class RequestIdFilter(logging.Filter):
+    """Puts the id of the request being served (or "-") on every record as `request_id`."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if not hasattr(record, "request_id"):
+            record.request_id = current_request_id.get() or "-"
+        return True
 
 
 class TextFormatter(logging.Formatter):

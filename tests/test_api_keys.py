@@ -13,7 +13,7 @@ import httpx
 import pytest
 
 from conftest import image_bytes
-from dsocr.api.auth import fingerprint
+from dsocr.api.middleware.auth import fingerprint
 from live_server import Server
 from sse import parse_events
 

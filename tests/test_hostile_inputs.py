@@ -335,7 +335,7 @@ def test_a_huge_image_is_scaled_down_to_what_the_mode_can_use(client, fmt: str, 
 
 def test_a_long_pdf_is_rendered_as_its_pages_are_read_not_all_up_front(start_client, standin_v1: Path) -> None:
     from dsocr.pipeline.pages import PAGES_IN_FLIGHT
-    from dsocr.serving.pdf_workers import PdfSource
+    from dsocr.pipeline.pdf_workers import PdfSource
 
     client = start_client(checkpoint=standin_v1, ocr_max_new_tokens=4096)
     set_answer(standin_v1, "word " * 5, token_delay_s=0.02)

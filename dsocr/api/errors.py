@@ -12,7 +12,8 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from dsocr.api.request_ids import current_request_id, error_body
+from dsocr.api.middleware.request_ids import error_body
+from dsocr.logs import current_request_id
 from dsocr.errors import ServiceError
 
 log = logging.getLogger("deepseek_ocr")

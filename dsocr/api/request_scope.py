@@ -9,7 +9,7 @@ from typing import Awaitable, TypeVar
 
 from starlette.requests import Request
 
-from dsocr.api.auth import client_owner
+from dsocr.api.middleware.auth import client_owner
 from dsocr.errors import ClientGone, ServiceError, TimedOut
 from dsocr.pipeline.progress import TaskReporter
 from dsocr.serving.admission import Admission

@@ -9,7 +9,7 @@ from typing import AsyncIterator
 from fastapi import FastAPI
 
 from dsocr.api.errors import log_internal_error
-from dsocr.api.request_ids import error_body
+from dsocr.api.middleware.request_ids import error_body
 from dsocr.errors import ServiceError
 
 

@@ -53,7 +53,7 @@ def sniff(data: bytes) -> str | None:
 
 
 class PdfPages(Protocol):
-    """Where the pages of a PDF are rendered (dsocr.serving.pdf_workers): one call per page, when it is needed."""
+    """Where the pages of a PDF are rendered (dsocr.pipeline.pdf_workers): one call per page, when it is needed."""
 
     async def render(self, number: int) -> Image.Image: ...
 
@@ -106,7 +106,7 @@ def _page_number(digits: str) -> int:
     return int(digits) if len(digits.lstrip("0")) <= MAX_PAGE_DIGITS else 10**MAX_PAGE_DIGITS
 
 
-# What runs in a PDF worker process (dsocr.serving.pdf_workers): PDFium is not thread-safe, and a page that
+# What runs in a PDF worker process (dsocr.pipeline.pdf_workers): PDFium is not thread-safe, and a page that
 # renders for minutes must be stoppable, so PDFium is only ever used there, one call at a time.
 
 def open_pdf(data: bytes) -> "pdfium.PdfDocument":

@@ -9,7 +9,7 @@ from dsocr.serving.workers import in_worker
 from dsocr.catalogue import Mode
 from dsocr.errors import InvalidField
 from dsocr.pipeline.documents import Document, decode_image, is_pdf
-from dsocr.serving.pdf_workers import PdfWorkers
+from dsocr.pipeline.pdf_workers import PdfWorkers
 from ocr_engine import Engine, EngineInfo
 from settings import Settings
 

@@ -2,12 +2,7 @@
 
 from __future__ import annotations
 
-import time
-
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, ProcessCollector
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
-
-from dsocr.api.root_path import route_path
 
 # Seconds: from a fast page on a GPU to a long PDF on a CPU.
 LATENCY_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 25, 60, 120, 300, 600)
@@ -47,32 +42,3 @@ class Metrics:
                                   ["server"], registry=r)
         self.failures = Counter("deepseek_ocr_failures", "Failed OCR requests and pages, by reason", ["reason"],
                                 registry=r)
-
-
-class RequestMetricsMiddleware:
-    """Counts OCR requests by endpoint and status and times them end to end, streams included."""
-
-    def __init__(self, app: ASGIApp, metrics: Metrics, paths: tuple[str, ...]) -> None:
-        self.app = app
-        self.metrics = metrics
-        self.paths = paths
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        path = route_path(scope) if scope["type"] == "http" else ""
-        if path not in self.paths:
-            await self.app(scope, receive, send)
-            return
-        status = "500"
-
-        async def send_and_note(message: Message) -> None:
-            nonlocal status
-            if message["type"] == "http.response.start":
-                status = str(message["status"])
-            await send(message)
-
-        started = time.perf_counter()
-        try:
-            await self.app(scope, receive, send_and_note)
-        finally:
-            self.metrics.requests.labels(path, status).inc()
-            self.metrics.request_duration.labels(path).observe(time.perf_counter() - started)

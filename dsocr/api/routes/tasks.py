@@ -7,7 +7,7 @@ from typing import AsyncIterator
 from fastapi import APIRouter, Request
 from fastapi.responses import StreamingResponse
 
-from dsocr.api.auth import client_owner
+from dsocr.api.middleware.auth import client_owner
 from dsocr.api.openapi import API_ERRORS, errors
 from dsocr.api.sse import KEEPALIVE, SSE_HEADERS, sse
 from dsocr.pipeline.progress import TaskRegistry

@@ -21,7 +21,7 @@ from dsocr.errors import NotFound
 
 router = APIRouter()
 
-UI_DIR = Path(__file__).resolve().parent.parent / "ui"
+UI_DIR = Path(__file__).resolve().parents[2] / "ui"
 SWAGGER_DIR = "vendor/swagger-ui-dist-5.35.0"
 
 # Explicit types, whatever the host's mime.types says; anything else (LICENSE, VERSIONS) is plain text.

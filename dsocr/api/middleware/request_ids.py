@@ -4,7 +4,6 @@ request."""
 
 from __future__ import annotations
 
-import contextvars
 import logging
 import re
 import time
@@ -14,13 +13,13 @@ from starlette.datastructures import MutableHeaders
 from starlette.requests import Request
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from dsocr.api.root_path import route_path
+from dsocr.api.middleware.root_path import route_path
+from dsocr.logs import current_request_id
 
 REQUEST_ID_HEADER = "X-Request-ID"
 # What a client may send as its id: short, and nothing that could forge a log line or a header.
 CLIENT_ID = re.compile(r"[A-Za-z0-9._:/+=-]{1,128}")
 
-current_request_id: contextvars.ContextVar[str] = contextvars.ContextVar("request_id", default="")
 summary_log = logging.getLogger("deepseek_ocr.request")
 
 
@@ -88,12 +87,3 @@ def _shown(value: object) -> str:
     if isinstance(value, (list, tuple)):
         return ",".join(str(item) for item in value) or "-"
     return str(value)
-
-
-class RequestIdFilter(logging.Filter):
-    """Puts the id of the request being served (or "-") on every record as `request_id`."""
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        if not hasattr(record, "request_id"):
-            record.request_id = current_request_id.get() or "-"
-        return True

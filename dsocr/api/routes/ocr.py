@@ -123,7 +123,7 @@ async def _read_and_check(request: Request, engine: Engine, settings: Settings, 
 
 
 def note_result(request: Request, response: OcrResponse) -> None:
-    """What the request's log line says of its result (see dsocr.api.request_ids)."""
+    """What the request's log line says of its result (see dsocr.api.middleware.request_ids)."""
     request.state.summary.update(
         queue_ms=response.timings.queue_ms,
         inference_ms=response.timings.inference_ms,

@@ -14,8 +14,8 @@ from fastapi import Request
 from fastapi.responses import JSONResponse
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from dsocr.api.request_ids import error_body
-from dsocr.api.root_path import route_path
+from dsocr.api.middleware.request_ids import error_body
+from dsocr.api.middleware.root_path import route_path
 
 log = logging.getLogger("deepseek_ocr.auth")
 

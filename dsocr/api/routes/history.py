@@ -11,7 +11,7 @@ from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import JSONResponse, Response
 
 from dsocr.serving.workers import in_worker
-from dsocr.api.auth import client_owner
+from dsocr.api.middleware.auth import client_owner
 from dsocr.api.dependencies import get_history
 from dsocr.api.openapi import API_ERRORS, errors
 from dsocr.errors import NotFound

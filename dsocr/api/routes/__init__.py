@@ -1,0 +1,1 @@
+"""The routers, one per feature: OCR, progress tasks, history, artifacts, probes, modes, the page at /."""
