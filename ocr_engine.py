@@ -90,10 +90,10 @@ class OcrEngine(Engine):
     """A model in this process: loaded once; runs batches of prepared page requests (on the model thread), one
     result per request, in order."""
 
-    max_batch_size: int | None = None  # the most requests one `run` takes; None: whatever the scheduler gathers
+    max_batch_size: int | None = None  # the most requests one `read_batch` takes; None: whatever the scheduler gathers
 
     @abstractmethod
-    def run(self, batch: list[PageRequest]) -> list[PageResult]: ...
+    def read_batch(self, batch: list[PageRequest]) -> list[PageResult]: ...
 
 
 class PageSubmitter(Protocol):

@@ -40,7 +40,7 @@ class ScriptedEngine(OcrEngine):
         self.batches: list[list[PageRequest]] = []
         self.threads: set[str] = set()
 
-    def run(self, batch: list[PageRequest]) -> list[PageResult]:
+    def read_batch(self, batch: list[PageRequest]) -> list[PageResult]:
         self.batches.append(list(batch))
         self.threads.add(threading.current_thread().name)
         if self.script:

@@ -59,7 +59,7 @@ class NativeEngine(OcrEngine):
         model = AutoModelForImageTextToText.from_pretrained(info.model, dtype=dtype, attn_implementation=info.attn_implementation)
         return cls(processor, model.to(info.device).eval(), info, settings)
 
-    def run(self, batch: list[PageRequest]) -> list[PageResult]:
+    def read_batch(self, batch: list[PageRequest]) -> list[PageResult]:
         mode = batch[0].mode
         if any(request.mode != mode for request in batch):
             raise ValueError("a batch holds one mode")

@@ -108,7 +108,7 @@ class RemoteCodeEngine(OcrEngine):
         )
         return cls(tokenizer, model.eval().to(info.device).to(dtype), info, settings.ocr_max_new_tokens)
 
-    def run(self, batch: list[PageRequest]) -> list[PageResult]:
+    def read_batch(self, batch: list[PageRequest]) -> list[PageResult]:
         return [self._infer_unless_abandoned(request) for request in batch]
 
     def _infer_unless_abandoned(self, request: PageRequest) -> PageResult:

@@ -229,7 +229,7 @@ def _run_isolating_failures(engine: OcrEngine, requests: list[PageRequest]) -> l
     """Runs a batch; if it fails, runs its pages one by one so that one page's failure (an image the processor
     cannot take, a page too big for the device) is that page's alone. A device failure is not retried."""
     try:
-        return list(engine.run(requests))
+        return list(engine.read_batch(requests))
     except Exception as exc:
         if len(requests) == 1 or is_device_failure(exc):
             raise
@@ -239,7 +239,7 @@ def _run_isolating_failures(engine: OcrEngine, requests: list[PageRequest]) -> l
     for request in requests:
         _free_device_memory()
         try:
-            outcomes.extend(engine.run([request]))
+            outcomes.extend(engine.read_batch([request]))
         except Exception as exc:
             if is_device_failure(exc):
                 raise

@@ -15,7 +15,7 @@ from dsocr.api.request_scope import TASK_ID, RequestScope
 from dsocr.api.sse import SSE_HEADERS, event_stream
 from dsocr.api.uploads import UploadPace, read_upload
 from dsocr.pipeline.ocr_request import OCR_TEXT_FIELDS, OcrInput, check_ocr_request
-from dsocr.pipeline.ocr_run import read_in_run
+from dsocr.pipeline.convert import convert
 from dsocr.pipeline.pages import EventSink
 from dsocr.pipeline.progress import TaskReporter
 from ocr_engine import Engine
@@ -71,7 +71,7 @@ async def api_ocr(
     try:
         ocr = await scope.within(_read_and_check(request, engine, settings, scope.reporter))
         scope.hold_pages(len(ocr.document.numbers))
-        response = await scope.within(_read_in_run(request.app, ocr, engine, scope), drop_on_disconnect=True)
+        response = await scope.within(_convert(request.app, ocr, engine, scope), drop_on_disconnect=True)
     except BaseException as exc:
         scope.release(exc)
         raise
@@ -102,7 +102,7 @@ async def api_ocr_stream(
         raise
     events: asyncio.Queue[tuple[str, dict]] = asyncio.Queue()
     work = asyncio.ensure_future(scope.within(
-        _read_in_run(request.app, ocr, engine, scope, lambda name, data: events.put_nowait((name, data)))
+        _convert(request.app, ocr, engine, scope, lambda name, data: events.put_nowait((name, data)))
     ))
     scope.release_when_done(work)  # the stream's client leaving cancels the work (see event_stream)
     work.add_done_callback(lambda done: note_result(request, done.result()) if _succeeded(done) else None)
@@ -136,9 +136,9 @@ def _succeeded(work: asyncio.Future) -> bool:
     return not work.cancelled() and work.exception() is None
 
 
-def _read_in_run(app: FastAPI, ocr: OcrInput, engine: Engine, scope: RequestScope,
+def _convert(app: FastAPI, ocr: OcrInput, engine: Engine, scope: RequestScope,
                  on_event: EventSink | None = None) -> Awaitable[OcrResponse]:
     state = app.state
-    return read_in_run(ocr, engine, state.model, state.runs, state.history, scope.reporter,
+    return convert(ocr, engine, state.model, state.runs, state.history, scope.reporter,
                        state.settings.ocr_page_previews, on_event, owner=scope.owner,
                        root_path=scope.request.scope.get("root_path", ""))

@@ -18,7 +18,7 @@ from schemas import OcrResponse
 log = logging.getLogger("deepseek_ocr")
 
 
-async def read_in_run(
+async def convert(
     ocr: OcrInput, engine: Engine, submitter: PageSubmitter, runs: RunStore, history: HistoryStore | None,
     reporter: TaskReporter, previews: bool, on_event: EventSink | None = None, owner: str = "", root_path: str = "",
 ) -> OcrResponse:
