@@ -85,6 +85,26 @@ def test_the_page_and_its_files_are_served_with_relative_urls_types_and_cache_he
         assert client.get("/" + url).headers["cache-control"] == "public, max-age=31536000, immutable"
 
 
+def test_the_page_script_is_a_module_whose_imports_are_all_served_and_all_used(tmp_path: Path) -> None:
+    """No build step: the browser follows app.js's imports itself, so each must be a file served as JavaScript
+    (a module with another type is refused), and every module of dsocr/ui must be reached from app.js."""
+    client = ui_client(tmp_path)
+    assert '<script type="module" src="ui/app.js"></script>' in client.get("/").text
+    reached, pending = set(), ["app.js"]
+    while pending:
+        name = pending.pop()
+        reached.add(name)
+        response = client.get(f"/ui/{name}")
+        assert response.status_code == 200, f"{name} is imported but not served"
+        assert response.headers["content-type"] == "text/javascript; charset=utf-8"
+        assert response.headers["cache-control"] == "no-cache"
+        imports = re.findall(r"""^import\s[^;]*?\sfrom\s+"([^"]+)";""", response.text, re.MULTILINE | re.DOTALL)
+        for target in imports:
+            assert re.fullmatch(r"\./[\w-]+\.js", target), f"{name} imports {target}: only ./<module>.js, relative"
+            pending += [target[2:]] if target[2:] not in reached else []
+    assert reached == {path.name for path in UI_DIR.glob("*.js")}
+
+
 def test_the_vendored_libraries_are_pinned_with_their_licences(tmp_path: Path) -> None:
     versions = (UI_DIR / "vendor" / "VERSIONS").read_text()
     folders = sorted(path for path in (UI_DIR / "vendor").iterdir() if path.is_dir())
