@@ -2,8 +2,14 @@
 
 from __future__ import annotations
 
+import difflib
+import ipaddress
+import os
+import re
 from enum import Enum
 from pathlib import Path
+from typing import Mapping
+from urllib.parse import urlsplit
 
 from pydantic import Field, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
@@ -12,6 +18,14 @@ from typing_extensions import Annotated
 from dsocr.catalogue import ALL_MODE_NAMES, DEFAULT_PROMPT
 
 ENV_PREFIX = "DEEPSEEK_"
+# `DEEPSEEK_OCR_*` variables that are read elsewhere than here, so not typos of a setting: the demo checkpoint's
+# folder (dsocr.demo), and the command-line client's server and key.
+OTHER_VARIABLES = frozenset({"DEEPSEEK_OCR_DEMO_DIR", "DEEPSEEK_OCR_SERVER", "DEEPSEEK_OCR_API_KEY"})
+# Sizes in MB are turned into bytes as integers; a cap far above any disk keeps that conversion finite.
+MAX_MB = 1024**3  # a pebibyte
+IMAGE_PLACEHOLDER = "<image>"
+HOSTNAME = re.compile(r"[a-z0-9_]([a-z0-9_-]*[a-z0-9_])?(\.[a-z0-9_]([a-z0-9_-]*[a-z0-9_])?)*\.?")
+DEFAULT_PORTS = {"http": 80, "https": 443}
 
 
 class AttnImpl(str, Enum):
@@ -39,6 +53,13 @@ class LogFormat(str, Enum):
     json = "json"
 
 
+class LogLevel(str, Enum):
+    debug = "debug"
+    info = "info"
+    warning = "warning"
+    error = "error"
+
+
 class EngineChoice(str, Enum):
     auto = "auto"
     transformers = "transformers"
@@ -49,7 +70,8 @@ class EngineChoice(str, Enum):
 class Settings(BaseSettings):
     """Field `x` is read from `DEEPSEEK_X` (case-insensitive)."""
 
-    model_config = SettingsConfigDict(env_prefix=ENV_PREFIX, case_sensitive=False, extra="ignore")
+    # No number may be inf or nan: "inf" parses as a float, and then every size or wait computed from it fails.
+    model_config = SettingsConfigDict(env_prefix=ENV_PREFIX, case_sensitive=False, extra="ignore", allow_inf_nan=False)
 
     # The seed's variables.
     ocr_model_path: str = Field("../../ocr_project/model", min_length=1)
@@ -57,7 +79,7 @@ class Settings(BaseSettings):
     allowed_origins: Annotated[list[str], NoDecode] = ["*"]
     ocr_api_keys: Annotated[list[str], NoDecode] = Field([], repr=False)
     ocr_api_keys_file: str = ""
-    max_image_mb: float = Field(15, gt=0)
+    max_image_mb: float = Field(15, gt=0, le=MAX_MB)
     ocr_default_prompt: str = Field(DEFAULT_PROMPT, min_length=1)
     ocr_runs_dir: Path = Path("runs")
 
@@ -103,7 +125,7 @@ class Settings(BaseSettings):
 
     # Artifacts of finished runs (figure crops, annotated pages).
     ocr_run_ttl_s: float = Field(3600, ge=0)
-    ocr_runs_max_mb: float = Field(1024, ge=0)
+    ocr_runs_max_mb: float = Field(1024, ge=0, le=MAX_MB)
 
     # What the web frontend shows: page previews in the answer, and a history of finished results.
     ocr_page_previews: bool = True
@@ -111,35 +133,116 @@ class Settings(BaseSettings):
     ocr_history_dir: Path = Path("history")
     ocr_history_max: int = Field(500, ge=1)
     ocr_history_ttl_s: float = Field(604800, gt=0)  # a week
-    ocr_history_max_mb: float = Field(2048, gt=0)
+    ocr_history_max_mb: float = Field(2048, gt=0, le=MAX_MB)
 
     # Operating it: the page at /, the path prefix behind a proxy, logs, stream keep-alives.
     ocr_ui: bool = True
     ocr_root_path: str = ""
     ocr_log_format: LogFormat = LogFormat.text
-    ocr_log_level: str = "info"
+    ocr_log_level: LogLevel = LogLevel.info
     ocr_log_probes: bool = False
     ocr_sse_ping_s: float = Field(15, gt=0)
 
-    @field_validator("allowed_origins", "ocr_vllm_urls", "ocr_api_keys", mode="before")
+    # Durable jobs, and the database that holds them, the history and the progress tasks.
+    ocr_data_dir: Path = Path("data")
+    ocr_database_url: str = Field("", repr=False)  # empty: a SQLite file in ocr_data_dir
+    ocr_job_worker: bool = True  # this process works on jobs (False: it only serves HTTP)
+    ocr_job_concurrency: int = Field(0, ge=0)  # pages one process reads at once; 0: what its model takes
+    ocr_max_job_files: int = Field(20, ge=1)
+    ocr_max_queued_job_pages: int = Field(10000, ge=1)
+    ocr_job_lease_s: float = Field(60, gt=0, le=86400)
+    ocr_page_attempts: int = Field(3, ge=1)
+    ocr_job_ttl_s: float = Field(86400, gt=0, le=10 * 365 * 86400)  # a day
+    ocr_jobs_max_mb: float = Field(10240, gt=0, le=MAX_MB)
+    ocr_replica_id: str = ""  # empty: the host name; a restarted replica takes back its pages at once
+    ocr_webhook_hosts: Annotated[list[str], NoDecode] = []
+    ocr_webhook_secret: str = Field("", repr=False)
+
+    @field_validator("allowed_origins", "ocr_vllm_urls", "ocr_api_keys", "ocr_webhook_hosts", mode="before")
     @classmethod
     def _split_list(cls, value: object) -> object:
         if isinstance(value, str):
-            return [item.strip() for item in value.split(",") if item.strip()]
+            items = [item.strip() for item in value.split(",") if item.strip()]
+            # " , ," is a mistake, not "none": for the keys it would serve without any.
+            if value and not items:
+                raise ValueError("only blanks between commas; leave it empty to mean none")
+            return items
         return value
+
+    @field_validator("attn_impl", "ocr_engine", "ocr_device", "ocr_dtype", "ocr_log_format", "ocr_log_level",
+                     mode="before")
+    @classmethod
+    def _any_case(cls, value: object) -> object:
+        return value.strip().lower() if isinstance(value, str) else value
+
+    @field_validator("ocr_runs_dir", "ocr_history_dir", mode="before")
+    @classmethod
+    def _a_folder(cls, value: object) -> object:
+        if isinstance(value, str) and not value.strip():
+            raise ValueError("a folder is needed (an empty value would mean the current folder)")
+        return value
+
+    @field_validator("ocr_api_keys")
+    @classmethod
+    def _usable_keys(cls, keys: list[str]) -> list[str]:
+        for number, key in enumerate(keys, 1):
+            problem = key_problem(key)
+            if problem:
+                raise ValueError(f"key {number} of the list {problem}, so it could never match "
+                                 f"(keys are separated by commas)")
+        return keys
+
+    @field_validator("ocr_vllm_api_key")
+    @classmethod
+    def _sendable_key(cls, key: str) -> str:
+        problem = key_problem(key) if key else None
+        if problem:
+            raise ValueError(f"the key {problem}, so it cannot be sent")
+        return key
 
     @field_validator("ocr_vllm_urls")
     @classmethod
-    def _http_urls(cls, urls: list[str]) -> list[str]:
-        for url in urls:
-            if not url.startswith(("http://", "https://")):
-                raise ValueError(f"{url!r} is not an http(s) URL")
-        return [url.rstrip("/") for url in urls]
+    def _server_urls(cls, urls: list[str]) -> list[str]:
+        return [base_url(url) for url in urls]
+
+    @field_validator("allowed_origins")
+    @classmethod
+    def _origins(cls, origins: list[str]) -> list[str]:
+        return [origin if origin == "*" else web_origin(origin) for origin in origins]
 
     @model_validator(mode="after")
     def _vllm_needs_servers(self) -> "Settings":
         if self.ocr_engine is EngineChoice.vllm and not self.ocr_vllm_urls:
             raise ValueError("DEEPSEEK_OCR_ENGINE=vllm needs DEEPSEEK_OCR_VLLM_URLS (comma-separated base URLs)")
+        return self
+
+    @model_validator(mode="after")
+    def _default_prompt_is_accepted(self) -> "Settings":
+        """The default prompt passes the checks every request's prompt does: else every request without one fails."""
+        prompt = self.ocr_default_prompt
+        if prompt.count(IMAGE_PLACEHOLDER) > 1:
+            raise ValueError(f"DEEPSEEK_OCR_DEFAULT_PROMPT has {prompt.count(IMAGE_PLACEHOLDER)} {IMAGE_PLACEHOLDER}; "
+                             f"a prompt may have it at most once (it is added in front when missing)")
+        if len(prompt) > self.ocr_max_prompt_chars:
+            raise ValueError(f"DEEPSEEK_OCR_DEFAULT_PROMPT is {len(prompt)} characters, more than "
+                             f"DEEPSEEK_OCR_MAX_PROMPT_CHARS={self.ocr_max_prompt_chars}: every request without a "
+                             f"prompt would be refused")
+        return self
+
+    @model_validator(mode="after")
+    def _batches_start_within_the_deadline(self) -> "Settings":
+        if self.ocr_batch_wait_ms / 1000 >= self.ocr_request_timeout_s:
+            raise ValueError(f"DEEPSEEK_OCR_BATCH_WAIT_MS={self.ocr_batch_wait_ms:g} is not shorter than "
+                             f"DEEPSEEK_OCR_REQUEST_TIMEOUT_S={self.ocr_request_timeout_s:g}: a page waiting alone "
+                             f"for company would time out")
+        return self
+
+    @model_validator(mode="after")
+    def _repetition_guard_can_act(self) -> "Settings":
+        if self.ocr_ngram_size and self.ocr_ngram_window and self.ocr_ngram_size > self.ocr_ngram_window:
+            raise ValueError(f"DEEPSEEK_OCR_NGRAM_SIZE={self.ocr_ngram_size} is larger than DEEPSEEK_OCR_NGRAM_WINDOW="
+                             f"{self.ocr_ngram_window}: the repetition guard could never act (0 in either turns "
+                             f"it off)")
         return self
 
     @field_validator("ocr_root_path")
@@ -166,6 +269,98 @@ class SettingsError(Exception):
     """A setting has a value the service cannot run with; the message names the variable."""
 
 
+# Values never repeated in an error message or a log line.
+SECRET_FIELDS = frozenset({"ocr_api_keys", "ocr_vllm_api_key"})
+# pydantic's message for a bad boolean does not say what it accepts.
+BOOLEAN_CHOICES = "expected true or false (also 1/0, yes/no, on/off)"
+
+
+def key_problem(key: str) -> str | None:
+    """Why a key cannot be sent in an HTTP header as it is written (a header carries ASCII: the bytes a client
+    sends for "é" are not the ones compared), or None. Never quotes the key: a message must not leak it."""
+    if any(character.isspace() for character in key):
+        return "contains a space"
+    if not all("!" <= character <= "~" for character in key):
+        return "has characters other than printable ASCII, which an HTTP header cannot carry"
+    return None
+
+
+def _http_address(text: str, example: str) -> tuple[str, str, int | None, str]:
+    """(scheme, host as written in a URL, explicit port, path) of an http(s) URL, or ValueError saying what is
+    wrong with it."""
+    if any(character.isspace() for character in text):
+        raise ValueError(f"{text!r} contains a space: separate items with commas")
+    parts = urlsplit(text)
+    if parts.scheme.lower() not in DEFAULT_PORTS or not parts.netloc:
+        raise ValueError(f"{text!r} is not an http(s) URL such as {example}")
+    if parts.username is not None or parts.password is not None:
+        raise ValueError(f"{text!r} has a user name or password: they would be logged; leave them out")
+    host = parts.hostname or ""
+    try:
+        ipaddress.ip_address(host)
+        is_ip = True
+    except ValueError:
+        is_ip = False
+    if not is_ip and not HOSTNAME.fullmatch(host):
+        raise ValueError(f"{text!r} has no valid host name")
+    try:
+        port = parts.port
+    except ValueError:
+        port = 0
+    if port == 0:
+        raise ValueError(f"{text!r} has an impossible port (1 to 65535)")
+    if parts.query or parts.fragment or text.rstrip().endswith(("?", "#")):
+        raise ValueError(f"{text!r} has a query or a fragment")
+    written_host = f"[{host}]" if ":" in host else host
+    return parts.scheme.lower(), written_host, port, parts.path
+
+
+def base_url(text: str) -> str:
+    """A vLLM server's base URL, scheme://host[:port] without a trailing slash (the engine adds /v1/...)."""
+    scheme, host, port, path = _http_address(text, "http://gpu-1:8000")
+    if path not in ("", "/"):
+        raise ValueError(f"{text!r} has a path ({path}): give the server's root, such as http://gpu-1:8000 "
+                         f"(the service adds /v1/... itself)")
+    return f"{scheme}://{host}" + (f":{port}" if port is not None else "")
+
+
+def web_origin(text: str) -> str:
+    """A browser origin as browsers send it: scheme://host[:port], lowercase, no default port, no trailing slash
+    (an entry written otherwise would never match)."""
+    scheme, host, port, path = _http_address(text, "https://app.example.com")
+    if path not in ("", "/"):
+        raise ValueError(f"{text!r} has a path ({path}); an origin is scheme://host[:port] only")
+    return f"{scheme}://{host}" + (f":{port}" if port not in (None, DEFAULT_PORTS[scheme]) else "")
+
+
+def setting_names() -> list[str]:
+    return [env_name(field) for field in Settings.model_fields]
+
+
+def startup_warnings(settings: Settings, environ: Mapping[str, str] | None = None) -> list[str]:
+    """What the configuration probably gets wrong without being impossible: `DEEPSEEK_OCR_*` variables that no
+    setting reads (a typo leaves its setting at the default: `DEEPSEEK_OCR_APIKEYS` serves without keys), and
+    settings given that the chosen engine ignores."""
+    environ = os.environ if environ is None else environ
+    known = setting_names()
+    warnings = []
+    for name in sorted(environ):
+        upper = name.upper()
+        if not upper.startswith(f"{ENV_PREFIX}OCR_") or upper in known or upper in OTHER_VARIABLES:
+            continue
+        closest = difflib.get_close_matches(upper, known, n=1, cutoff=0.6)
+        hint = f" (did you mean {closest[0]}?)" if closest else ""
+        warnings.append(f"{name} is not a setting and is ignored{hint}")
+    if settings.ocr_vllm_urls and settings.ocr_engine is not EngineChoice.vllm:
+        warnings.append(f"DEEPSEEK_OCR_VLLM_URLS is ignored: DEEPSEEK_OCR_ENGINE is {settings.ocr_engine.value}, "
+                        f"not vllm")
+    if "DEEPSEEK_OCR_API_KEY" in (name.upper() for name in environ) and not (
+            settings.ocr_api_keys or settings.ocr_api_keys_file):
+        warnings.append("DEEPSEEK_OCR_API_KEY is the command-line client's key; the service's keys are "
+                        "DEEPSEEK_OCR_API_KEYS (or DEEPSEEK_OCR_API_KEYS_FILE), and none is set: /api/ needs no key")
+    return warnings
+
+
 def env_name(field: str) -> str:
     return f"{ENV_PREFIX}{field}".upper()
 
@@ -181,5 +376,9 @@ def load_settings(**overrides: object) -> Settings:
                 problems.append(error["msg"].removeprefix("Value error, "))
                 continue
             field = str(error["loc"][0])
-            problems.append(f"{env_name(field)}: {error['msg']} (got {error.get('input')!r})")
+            message = BOOLEAN_CHOICES if error["type"] == "bool_parsing" else error["msg"]
+            message = message.removeprefix("Value error, ")
+            value = repr(error.get("input"))
+            got = "" if field in SECRET_FIELDS or value in message else f" (got {value})"  # a list names its item
+            problems.append(f"{env_name(field)}: {message}{got}")
         raise SettingsError("; ".join(problems)) from None
