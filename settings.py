@@ -1,4 +1,4 @@
-"""Every setting of the service, read from `DEEPSEEK_*` environment variables (the README's table)."""
+"""Every setting of the service, read from `DEEPSEEK_*` environment variables (listed in docs/configuration.md)."""
 
 from __future__ import annotations
 

@@ -30,7 +30,7 @@
 # Environment: PYTHON (interpreter for the venv, default python3), VENV (its folder), TORCH_SPEC (what
 # `pip install` gets when torch is missing, default torch==2.13.0), TORCH_INDEX_URL (where pip looks for it,
 # e.g. PyTorch's CPU-only wheel index https://download.pytorch.org/whl/cpu; default: the usual index). Every
-# DEEPSEEK_* variable of the README's settings table reaches the service (DEEPSEEK_OCR_MODEL_PATH,
+# DEEPSEEK_* variable of docs/configuration.md's settings tables reaches the service (DEEPSEEK_OCR_MODEL_PATH,
 # DEEPSEEK_OCR_ENGINE, DEEPSEEK_OCR_DEVICE, DEEPSEEK_OCR_MAX_NEW_TOKENS, ...), and so do DEEPSEEK_OCR_DEMO_DIR (the
 # demo checkpoint's folder), HF_HUB_CACHE / HF_HOME (the Hugging Face cache), HF_TOKEN and HF_HUB_OFFLINE=1 (use
 # the Hugging Face cache only, never the network).
