@@ -5,7 +5,7 @@
 #
 # Kept between runs: the base image (localhost/deepseek-ocr-base:bookworm) and podman's layer cache, so a second
 # run rebuilds only what changed. Environment: DEBIAN_MIRROR (debootstrap's mirror), PIP_CA_BUNDLE (the CA bundle
-# given to the build as its `ca` secret; default: what pip and requests here are told to trust, if anything).
+# given to the build as its `ca` secret; default: what pip and requests here are told to trust, else Debian's bundle).
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
@@ -58,9 +58,11 @@ EOF
   step "base image made in $(elapsed "$phase")"
 fi
 
-# pip inside the build must trust what this machine's pip trusts (a TLS-intercepting proxy's CA, if any).
+# pip inside the build must trust what this machine's pip trusts (a TLS-intercepting proxy's CA, if any); Debian's
+# bundle holds the CAs installed here (update-ca-certificates) besides the public ones, so it is the last resort.
 ca=${PIP_CA_BUNDLE:-${PIP_CERT:-${REQUESTS_CA_BUNDLE:-${SSL_CERT_FILE:-}}}}
 [[ -z $ca ]] && ca=$(pip3 config get global.cert 2>/dev/null || true)
+[[ -z $ca ]] && ca=/etc/ssl/certs/ca-certificates.crt
 secret=()
 if [[ -n $ca && -f $ca ]]; then
   step "CA bundle for pip in the build: $ca (a build secret, not stored in the image)"
