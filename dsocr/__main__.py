@@ -23,6 +23,15 @@ def profile(args: argparse.Namespace) -> int:
     return 0
 
 
+def convert(args: argparse.Namespace) -> int:
+    """Converts images and PDFs (files, folders walked recursively, or - for a list on stdin) to markdown, one job
+    each, against a server (--server) or the service run inside this process; a second run converts only what
+    the first did not. Exits 1 when any document failed."""
+    from dsocr.cli.convert import run
+
+    return run(args)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m dsocr", description=__doc__.split("\n\n")[0])
     commands = parser.add_subparsers(dest="command", required=True)
@@ -30,6 +39,12 @@ def build_parser() -> argparse.ArgumentParser:
     command = commands.add_parser("profile", help="which install profile the configured checkpoint needs",
                                   description=profile.__doc__)
     command.set_defaults(run=profile)
+
+    from dsocr.cli.options import add_convert_arguments  # the standard library only, as this module
+
+    command = commands.add_parser("convert", help="convert images and PDFs to markdown", description=convert.__doc__)
+    add_convert_arguments(command)
+    command.set_defaults(run=convert)
     return parser
 
 
