@@ -34,7 +34,7 @@ missing=()
 for tool in podman runc debootstrap; do command -v "$tool" >/dev/null || missing+=("$tool"); done
 if ((${#missing[@]})); then
   step "installing ${missing[*]}"
-  apt-get update -qq
+  timeout 300 apt-get update -qq
   DEBIAN_FRONTEND=noninteractive timeout 600 apt-get install -y -qq "${missing[@]}" >/dev/null
 fi
 
