@@ -168,14 +168,16 @@ async def convert_documents(documents: list[Document], options: Options, ledger:
         work = asyncio.ensure_future(asyncio.gather(*(conversion.convert(document) for document in documents)))
         try:
             await asyncio.wait([work] if stopped is None else [work, stopped], return_when=asyncio.FIRST_COMPLETED)
-            if not work.done():  # the embedded service stopped first (a signal, a fatal error)
+            if work.done():
+                work.result()  # a bug's exception is raised, not swallowed
+            else:  # the embedded service stopped first (a signal, a fatal error)
                 report.interrupted = True
-                work.cancel()
-                await asyncio.wait([work])
         finally:
-            if not work.done():
+            if not work.done():  # interrupted (Ctrl-C) or the service gone: the jobs submitted stay in the ledger
                 work.cancel()
                 await asyncio.wait([work])
+            if not work.cancelled():
+                work.exception()  # seen: a cancelled gathering ends with an exception of its own
             display.stop()
             await client.close()
 
