@@ -27,7 +27,8 @@ from dsocr.pipeline.progress import TaskRegistry
 from dsocr.pipeline.runs import RunStore, RunsDirError
 from dsocr.serving.admission import Admission
 from dsocr.serving.metrics import Metrics
-from dsocr.serving.model_host import ModelHost
+from dsocr.serving.factory import make_submitter
+from dsocr.serving.submitter import PageSubmitter
 from settings import EngineChoice, Settings, SettingsError, load_settings
 
 log = logging.getLogger("deepseek_ocr")
@@ -55,8 +56,8 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         raise
     runs: RunStore = app.state.runs
     history_store = open_history(app)
-    host: ModelHost = app.state.model
-    host.start(settings, source)
+    host: PageSubmitter = app.state.model
+    host.start(source)
     app.state.pdf_workers.start()
     drain_on_sigterm(app, host, settings.ocr_shutdown_grace_s)
     reload_keys_on_sighup(app.state.api_keys)
@@ -103,7 +104,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         settings.ocr_runs_dir, ttl_s=settings.ocr_run_ttl_s, max_bytes=int(settings.ocr_runs_max_mb * 1024 * 1024)
     )
     app.state.metrics = metrics = Metrics()
-    app.state.model = ModelHost(settings, metrics)
+    app.state.model = make_submitter(settings, metrics)
     app.state.admission = Admission(settings.ocr_max_queue, metrics, settings.ocr_max_queue_pages)
     app.state.tasks = TaskRegistry(MAX_TASKS, TASK_TTL_S, settings.ocr_sse_ping_s)
     app.state.pdf_workers = PdfWorkers(settings.ocr_pdf_workers, settings.ocr_pdf_page_timeout_s,

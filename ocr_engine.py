@@ -1,4 +1,5 @@
-"""The engine interface and its data types: what the pipeline hands an engine, and what it gets back."""
+"""The engine interface (a model loaded in this process) and the data types of reading a page: what a page
+submitter is handed (PageRequest), and what it answers (PageResult, Timings)."""
 
 from __future__ import annotations
 
@@ -7,7 +8,7 @@ import threading
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Protocol
+from typing import Any, Callable
 
 from PIL import Image
 
@@ -62,17 +63,6 @@ class Timings:
 ProgressCallback = Callable[[str, dict], None]
 
 
-class Engine(ABC):
-    """A loaded model, whatever runs it: `info` says what it is."""
-
-    info: EngineInfo
-
-    def count_tokens(self, text: str) -> int | None:
-        """How many tokens `text` is for this model's tokenizer; None when the engine cannot tell (a remote
-        server, which enforces its own limits). Called from worker threads."""
-        return None
-
-
 class TokenCounter:
     """Counts tokens with a private copy of a tokenizer: the model thread's own copy changes its padding state
     while it runs, which a fast tokenizer does not allow from two threads at once."""
@@ -86,19 +76,17 @@ class TokenCounter:
             return len(self.tokenizer.encode(text, add_special_tokens=False))
 
 
-class OcrEngine(Engine):
+class OcrEngine(ABC):
     """A model in this process: loaded once; runs batches of prepared page requests (on the model thread), one
-    result per request, in order."""
+    result per request, in order; `info` says what it is."""
 
+    info: EngineInfo
     max_batch_size: int | None = None  # the most requests one `read_batch` takes; None: whatever the scheduler gathers
 
     @abstractmethod
     def read_batch(self, batch: list[PageRequest]) -> list[PageResult]: ...
 
-
-class PageSubmitter(Protocol):
-    """Where the pipeline sends a page: the model host (the batch scheduler, or vLLM servers)."""
-
-    async def submit(
-        self, engine: Engine, request: PageRequest, on_progress: ProgressCallback | None = None
-    ) -> tuple[PageResult, Timings]: ...
+    def count_tokens(self, text: str) -> int | None:
+        """How many tokens `text` is for this model's tokenizer; None when the engine cannot tell. Called from
+        worker threads."""
+        return None

@@ -123,6 +123,16 @@ V2_MODES = (
 
 FAMILY_MODES: dict[ModelFamily, tuple[Mode, ...]] = {ModelFamily.v1: V1_MODES, ModelFamily.v2: V2_MODES}
 ALL_MODE_NAMES = sorted({mode.name for modes in FAMILY_MODES.values() for mode in modes})
+# vLLM's DeepSeek-OCR processors fix the image sizes per server (module constants), at gundam's.
+VLLM_MODE_NAMES = ("gundam",)
+
+
+def served_modes(family: ModelFamily, through_vllm: bool = False) -> tuple[Mode, ...]:
+    """The modes a model of `family` reads pages in: all of its family's in this process, gundam only through
+    vLLM. The one list of them: what /health and /api/modes show, what requests and DEEPSEEK_OCR_DEFAULT_MODE are
+    checked against."""
+    modes = FAMILY_MODES[family]
+    return tuple(mode for mode in modes if mode.name in VLLM_MODE_NAMES) if through_vllm else modes
 
 
 @dataclass(frozen=True)

@@ -1,4 +1,4 @@
-"""Errors a request can end in; each carries its HTTP status and is turned into `{"detail": ...}` in app.py."""
+"""Errors a request can end in; each carries its HTTP status and is turned into `{"detail": ...}` by dsocr.api.errors."""
 
 from __future__ import annotations
 

@@ -22,7 +22,8 @@ from conftest import image_bytes
 from dsocr.catalogue import V2_MODES, ModelFamily, vision_tokens
 from dsocr.errors import ServiceError, Unavailable
 from dsocr.serving.metrics import Metrics
-from dsocr.serving.model_host import EngineDead, ModelHost
+from dsocr.serving.local_host import LocalHost
+from dsocr.serving.submitter import EngineDead
 from dsocr.serving.workers import IO_WORKERS, in_worker
 from ocr_engine import EngineInfo, OcrEngine, PageRequest, PageResult
 from settings import load_settings
@@ -52,13 +53,13 @@ def page(mode=BASE, size: tuple[int, int] = (64, 64)) -> PageRequest:
     return PageRequest(image=Image.new("RGB", size, "white"), prompt="<image>\nFree OCR.", mode=mode, work_dir=Path("."))
 
 
-def run_host(engine: OcrEngine, test: Callable[[ModelHost], object], **settings: object) -> tuple[ModelHost, list]:
+def run_host(engine: OcrEngine, test: Callable[[LocalHost], object], **settings: object) -> tuple[LocalHost, list]:
     """Runs `test(host)` (a coroutine function) on a host serving `engine`; returns the host and its fatal calls."""
     fatal: list = []
     values = {"ocr_model_path": "unused", "ocr_batch_wait_ms": 0, **settings}
 
-    async def main() -> ModelHost:
-        host = ModelHost(load_settings(**values), Metrics(), on_fatal=lambda: fatal.append(True))
+    async def main() -> LocalHost:
+        host = LocalHost(load_settings(**values), Metrics(), on_fatal=lambda: fatal.append(True))
         host.serve(engine)
         try:
             await asyncio.wait_for(test(host), WAIT_S)
@@ -69,7 +70,7 @@ def run_host(engine: OcrEngine, test: Callable[[ModelHost], object], **settings:
     return asyncio.run(main()), fatal
 
 
-def histogram(host: ModelHost, name: str) -> tuple[float, float]:
+def histogram(host: LocalHost, name: str) -> tuple[float, float]:
     samples = {s.name: s.value for metric in host.scheduler.metrics.registry.collect() for s in metric.samples}
     return samples.get(f"{name}_count", 0.0), samples.get(f"{name}_sum", 0.0)
 
@@ -79,12 +80,12 @@ def test_the_model_runs_on_its_own_thread_while_every_other_pool_is_busy() -> No
     engine = ScriptedEngine()
     release = threading.Event()
 
-    async def test(host: ModelHost) -> None:
+    async def test(host: LocalHost) -> None:
         loop = asyncio.get_running_loop()
         blockers = [in_worker(release.wait) for _ in range(IO_WORKERS)]
         blockers += [loop.run_in_executor(None, release.wait) for _ in range(64)]  # asyncio's default pool too
         try:
-            result, _ = await host.scheduler.submit(engine, page())
+            result, _ = await host.submit(page())
         finally:
             release.set()
             await asyncio.gather(*blockers)
@@ -97,12 +98,12 @@ def test_the_model_runs_on_its_own_thread_while_every_other_pool_is_busy() -> No
 def test_a_page_that_leaves_during_the_batch_wait_never_makes_an_empty_batch(caplog) -> None:
     engine = ScriptedEngine()
 
-    async def test(host: ModelHost) -> None:
-        leaving = asyncio.ensure_future(host.scheduler.submit(engine, page()))
+    async def test(host: LocalHost) -> None:
+        leaving = asyncio.ensure_future(host.submit(page()))
         while not host.scheduler.queue:
             await asyncio.sleep(0)
         leaving.cancel()
-        result, _ = await host.scheduler.submit(engine, page())
+        result, _ = await host.submit(page())
         assert result.raw_text == "page 1"
 
     with caplog.at_level(logging.ERROR):
@@ -117,8 +118,8 @@ def test_queue_lookups_never_compare_page_images(monkeypatch) -> None:
     monkeypatch.setattr(Image.Image, "__eq__", lambda self, other: compared.append(1) or self is other)
     engine = ScriptedEngine()
 
-    async def test(host: ModelHost) -> None:
-        waiting = [asyncio.ensure_future(host.scheduler.submit(engine, page(size=(400, 400)))) for _ in range(12)]
+    async def test(host: LocalHost) -> None:
+        waiting = [asyncio.ensure_future(host.submit(page(size=(400, 400)))) for _ in range(12)]
         waiting[5].cancel()  # taken out of the queue while others wait
         outcomes = await asyncio.gather(*waiting, return_exceptions=True)
         assert isinstance(outcomes.pop(5), asyncio.CancelledError)
@@ -132,10 +133,10 @@ def test_an_engine_answering_the_wrong_number_of_pages_fails_that_batch_only() -
     answers = iter([[PageResult("only one", "stop", 1)]])
     engine = ScriptedEngine(lambda batch: next(answers, None) or [PageResult("ok", "stop", 1) for _ in batch])
 
-    async def test(host: ModelHost) -> None:
-        first = await asyncio.gather(*(host.scheduler.submit(engine, page()) for _ in range(2)), return_exceptions=True)
+    async def test(host: LocalHost) -> None:
+        first = await asyncio.gather(*(host.submit(page()) for _ in range(2)), return_exceptions=True)
         assert all(isinstance(outcome, RuntimeError) and "1 result(s) for a batch of 2" in str(outcome) for outcome in first)
-        result, _ = await host.scheduler.submit(engine, page())
+        result, _ = await host.submit(page())
         assert result.raw_text == "ok"
 
     host, fatal = run_host(engine, test, ocr_max_batch_size=2, ocr_batch_wait_ms=500)
@@ -150,8 +151,8 @@ def test_a_batch_out_of_device_memory_is_retried_page_by_page() -> None:
 
     engine = ScriptedEngine(script)
 
-    async def test(host: ModelHost) -> None:
-        outcomes = await asyncio.gather(*(host.scheduler.submit(engine, page(size=(60 + i, 64))) for i in range(3)))
+    async def test(host: LocalHost) -> None:
+        outcomes = await asyncio.gather(*(host.submit(page(size=(60 + i, 64))) for i in range(3)))
         assert [result.raw_text for result, _ in outcomes] == ["60", "61", "62"]
 
     run_host(engine, test, ocr_max_batch_size=3, ocr_batch_wait_ms=500)
@@ -168,9 +169,9 @@ def test_a_page_that_does_not_fit_even_alone_fails_alone_with_a_503_naming_mode_
 
     engine = ScriptedEngine(script)
 
-    async def test(host: ModelHost) -> None:
+    async def test(host: LocalHost) -> None:
         small, large = await asyncio.gather(
-            host.scheduler.submit(engine, page(GUNDAM)), host.scheduler.submit(engine, page(GUNDAM, big)),
+            host.submit(page(GUNDAM)), host.submit(page(GUNDAM, big)),
             return_exceptions=True,
         )
         assert small[0].raw_text == "fits"
@@ -189,11 +190,11 @@ def test_a_device_failure_fails_waiting_pages_with_503_and_ends_the_process() ->
 
     engine = ScriptedEngine(script)
 
-    async def test(host: ModelHost) -> None:
-        outcomes = await asyncio.gather(*(host.scheduler.submit(engine, page()) for _ in range(3)), return_exceptions=True)
+    async def test(host: LocalHost) -> None:
+        outcomes = await asyncio.gather(*(host.submit(page()) for _ in range(3)), return_exceptions=True)
         assert all(isinstance(outcome, EngineDead) and outcome.status_code == 503 for outcome in outcomes)
         with pytest.raises(ServiceError) as refused:
-            await host.scheduler.submit(engine, page())
+            await host.submit(page())
         assert refused.value.status_code == 503
 
     host, fatal = run_host(engine, test, ocr_max_batch_size=1)
@@ -224,8 +225,8 @@ def test_stopping_gives_the_grace_then_fails_what_is_left_and_stops_generation()
     engine = ScriptedEngine(script)
     requests = [page(), page()]
 
-    async def test(host: ModelHost) -> None:
-        waiting = [asyncio.ensure_future(host.scheduler.submit(engine, request)) for request in requests]
+    async def test(host: LocalHost) -> None:
+        waiting = [asyncio.ensure_future(host.submit(request)) for request in requests]
         await asyncio.get_running_loop().run_in_executor(None, started.wait)
         await host.stop(0.05)
         outcomes = await asyncio.gather(*waiting, return_exceptions=True)
@@ -254,8 +255,8 @@ def test_a_page_that_fails_its_batch_fails_alone_and_its_batch_mates_are_read() 
 
     engine = ScriptedEngine(script)
 
-    async def test(host: ModelHost) -> None:
-        outcomes = await asyncio.gather(*(host.scheduler.submit(engine, page(size=size))
+    async def test(host: LocalHost) -> None:
+        outcomes = await asyncio.gather(*(host.submit(page(size=size))
                                           for size in ((64, 64), (1, 64), (64, 64))), return_exceptions=True)
         assert isinstance(outcomes[1], ValueError)
         assert [outcomes[0][0].raw_text, outcomes[2][0].raw_text] == ["fine", "fine"]

@@ -5,8 +5,8 @@ from __future__ import annotations
 from fastapi import Depends, Request
 
 from dsocr.pipeline.history import HistoryStore
-from dsocr.serving.model_host import ModelHost
-from ocr_engine import Engine
+from dsocr.serving.submitter import PageSubmitter
+from ocr_engine import EngineInfo
 from settings import Settings
 
 
@@ -14,12 +14,19 @@ def get_settings(request: Request) -> Settings:
     return request.app.state.settings
 
 
-def get_model_host(request: Request) -> ModelHost:
+def get_model(request: Request) -> PageSubmitter:
+    """Where pages are read: the local host or the vLLM pool."""
     return request.app.state.model
 
 
-def ready_engine(model: ModelHost = Depends(get_model_host)) -> Engine:
-    return model.ready_engine()
+def ready_model(model: PageSubmitter = Depends(get_model)) -> PageSubmitter:
+    """The page submitter, once its model is ready; 503 with a Retry-After before."""
+    model.ready_info()
+    return model
+
+
+def ready_info(model: PageSubmitter = Depends(get_model)) -> EngineInfo:
+    return model.ready_info()
 
 
 def get_history(request: Request) -> HistoryStore | None:

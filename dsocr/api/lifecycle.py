@@ -14,8 +14,9 @@ from fastapi import FastAPI
 from dsocr.api.middleware.auth import ApiKeys
 from dsocr.pipeline.history import HistoryStore
 from dsocr.pipeline.runs import RunStore
-from dsocr.serving.model_host import ModelHost
+from dsocr.serving.submitter import PageSubmitter
 from dsocr.serving.workers import in_worker
+from settings import SettingsError
 
 log = logging.getLogger("deepseek_ocr")
 
@@ -49,13 +50,13 @@ def reload_keys_on_sighup(api_keys: ApiKeys) -> None:
     def reload() -> None:
         try:
             api_keys.reload()
-        except OSError as exc:
+        except (OSError, SettingsError) as exc:  # a key that could never match: SettingsError, naming its line
             log.error("SIGHUP: cannot re-read DEEPSEEK_OCR_API_KEYS_FILE (%s); the keys stay as they were", exc)
 
     signal.signal(signal.SIGHUP, lambda signum, frame: loop.call_soon_threadsafe(reload))
 
 
-def drain_on_sigterm(app: FastAPI, host: ModelHost, grace_s: float) -> None:
+def drain_on_sigterm(app: FastAPI, host: PageSubmitter, grace_s: float) -> None:
     """Under uvicorn, SIGTERM first drains: new requests get 503, /health says "draining", admitted work gets
     `grace_s` to finish (then fails with 503); only then is uvicorn told to stop. A fatal model error stops
     uvicorn at once, with a non-zero exit. Outside uvicorn's main thread (tests' in-process clients) neither

@@ -1,1 +1,2 @@
-"""Loading a checkpoint and running it: transformers' native classes, or the original remote code."""
+"""Loading a checkpoint and running it (transformers' native classes, or the original remote code), or talking to
+one vLLM server."""

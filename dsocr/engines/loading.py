@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     import torch
 
-from dsocr.catalogue import FAMILY_MODES, ModelFamily
+from dsocr.catalogue import ModelFamily, served_modes
 from dsocr.demo import DEMO, DEMO_DIR_ENV, DemoError, check_demo_can_run, demo_settings, ensure_demo_checkpoint, is_demo
 from dsocr.profiles import looks_like_repo_id, ships_own_code
 from ocr_engine import EngineInfo, OcrEngine
@@ -253,7 +253,7 @@ def load_engine(settings: Settings, source: str, config: dict[str, Any] | None =
         device=device,
         dtype=str(dtype).removeprefix("torch."),
         attn_implementation=resolve_attn(settings.attn_impl, device, fallback),
-        modes=FAMILY_MODES[family],
+        modes=served_modes(family),
         demo=demo,
     )
     # Imported here: each engine needs its own transformers (the original code pins 4.46.3).

@@ -1,2 +1,2 @@
-"""From a checked request to its answer: the document's pages, the engine's raw text cleaned, artifacts, runs,
-the history and progress reports."""
+"""From an upload to its answer: the request checked, a PDF's pages rendered in worker processes, each page read
+through the page submitter, its raw text cleaned, artifacts, runs, the history and progress reports."""

@@ -12,14 +12,14 @@ from dsocr.pipeline.ocr_request import OcrInput
 from dsocr.pipeline.pages import EventSink, read_document
 from dsocr.pipeline.progress import TaskReporter
 from dsocr.pipeline.runs import RunStore
-from ocr_engine import Engine, PageSubmitter
+from dsocr.serving.submitter import PageSubmitter
 from schemas import OcrResponse
 
 log = logging.getLogger("deepseek_ocr")
 
 
 async def convert(
-    ocr: OcrInput, engine: Engine, submitter: PageSubmitter, runs: RunStore, history: HistoryStore | None,
+    ocr: OcrInput, submitter: PageSubmitter, runs: RunStore, history: HistoryStore | None,
     reporter: TaskReporter, previews: bool, on_event: EventSink | None = None, owner: str = "", root_path: str = "",
 ) -> OcrResponse:
     """Reads the document in a run folder of its own (kept when it holds artifacts, removed on failure), and
@@ -35,7 +35,7 @@ async def convert(
 
     try:
         response = await read_document(
-            ocr, engine, submitter, run, on_pipeline_event, previews, stream_text=on_event is not None
+            ocr, submitter, run, on_pipeline_event, previews, stream_text=on_event is not None
         )
         reporter.postprocessing()
         await in_worker(runs.keep, run)

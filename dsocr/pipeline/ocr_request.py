@@ -1,5 +1,5 @@
-"""Checks an OCR request's form: the mode against the loaded family, the prompt against limits, the document's
-pages."""
+"""Checks an OCR request's form: the mode against the modes the model reads, the prompt against limits, the
+document's pages."""
 
 from __future__ import annotations
 
@@ -10,7 +10,8 @@ from dsocr.catalogue import Mode
 from dsocr.errors import InvalidField
 from dsocr.pipeline.documents import Document, decode_image, is_pdf
 from dsocr.pipeline.pdf_workers import PdfWorkers
-from ocr_engine import Engine, EngineInfo
+from dsocr.serving.submitter import PageSubmitter
+from ocr_engine import EngineInfo
 from settings import Settings
 
 IMAGE_PLACEHOLDER = "<image>"
@@ -58,21 +59,25 @@ class OcrInput:
     task_id: str | None = None  # a progress task (POST /api/task/create) that follows this request
 
 
-def check_prompt_tokens(prompt: str, engine: Engine, max_tokens: int) -> None:
+def check_prompt_tokens(prompt: str, submitter: PageSubmitter, max_tokens: int) -> None:
     """A prompt short in characters can be long in tokens (every "𝔸" is several): limited in tokens too, since a
     batch pads every prompt to its longest."""
-    tokens = engine.count_tokens(prompt)
+    tokens = submitter.count_tokens(prompt)
     if tokens is not None and tokens > max_tokens:
         raise InvalidField(f"Prompt is {tokens} tokens; the limit is {max_tokens} (DEEPSEEK_OCR_MAX_PROMPT_TOKENS)")
 
 
-async def check_ocr_request(form: UploadForm, engine: Engine, settings: Settings, pdf_workers: PdfWorkers) -> OcrInput:
+async def check_ocr_request(
+    form: UploadForm, submitter: PageSubmitter, settings: Settings, pdf_workers: PdfWorkers
+) -> OcrInput:
     """The form's mode, prompt and document, checked: an image decoded off the event loop, a PDF opened and its
     page selection checked in a PDF worker (its pages are rendered later, each when its turn comes). Pages are
     never larger than the mode can use."""
-    mode = resolve_mode(form.fields.get("mode"), engine.info, settings.ocr_default_mode)
+    # Admitted while the model was ready: its info stands while the model drains (the admitted work goes on).
+    info = submitter.info if submitter.info is not None else submitter.ready_info()
+    mode = resolve_mode(form.fields.get("mode"), info, settings.ocr_default_mode)
     prompt = resolve_prompt(form.fields.get("prompt"), settings.ocr_default_prompt, settings.ocr_max_prompt_chars)
-    await in_worker(check_prompt_tokens, prompt, engine, settings.ocr_max_prompt_tokens)
+    await in_worker(check_prompt_tokens, prompt, submitter, settings.ocr_max_prompt_tokens)
     if form.data and is_pdf(form.data):
         pdf = pdf_workers.document(form.data, settings.ocr_pdf_dpi, settings.ocr_max_image_pixels, mode.max_useful_side)
         numbers = await pdf.select(form.fields.get("pages"), settings.ocr_max_pdf_pages)

@@ -1,4 +1,5 @@
-"""From checked input to the response: each page through the model host, its output cleaned, its artifacts saved."""
+"""From checked input to the response: each page through the page submitter, its output cleaned, its artifacts
+saved."""
 
 from __future__ import annotations
 
@@ -14,9 +15,10 @@ from dsocr.serving.workers import in_worker
 from dsocr.pipeline.artifacts import figure_path, page_preview, save_page_artifacts
 from dsocr.pipeline.cleaning import CleanedPage, clean_output
 from dsocr.pipeline.documents import Document
-from ocr_engine import Engine, PageRequest, PageSubmitter, Timings
 from dsocr.pipeline.ocr_request import OcrInput
 from dsocr.pipeline.runs import Run
+from dsocr.serving.submitter import PageSubmitter
+from ocr_engine import PageRequest, Timings
 from schemas import LayoutBox, LayoutItem, OcrResponse, PageLayout, PageOut, RegionOut, TimingsOut
 
 # Upstream's PDF script joins pages with this line.
@@ -64,7 +66,7 @@ def _finish_page(
 
 
 async def read_page(
-    ocr: OcrInput, index: int, engine: Engine, submitter: PageSubmitter, run: Run, on_event: EventSink | None,
+    ocr: OcrInput, index: int, submitter: PageSubmitter, run: Run, on_event: EventSink | None,
     previews: bool, stream_text: bool,
 ) -> tuple[PageOut, Timings]:
     started = time.perf_counter()
@@ -81,7 +83,7 @@ async def read_page(
             # Text arrives on the model's worker thread; the sink lives on the event loop.
             request.on_text = lambda text: loop.call_soon_threadsafe(on_event, "delta", {"page": number, "text": text})
         on_progress = lambda name, data: on_event(name, {"page": number, **data})  # noqa: E731
-    result, timings = await submitter.submit(engine, request, on_progress)
+    result, timings = await submitter.submit(request, on_progress)
     cleaned = clean_output(result.raw_text, image.width, image.height, lambda i: run.url(figure_path(prefix, i)))
     annotated, preview = await in_worker(_finish_page, run.path, prefix, image, cleaned, previews)
     out = PageOut(
@@ -104,7 +106,7 @@ async def read_page(
 
 
 async def read_document(
-    ocr: OcrInput, engine: Engine, submitter: PageSubmitter, run: Run, on_event: EventSink | None = None,
+    ocr: OcrInput, submitter: PageSubmitter, run: Run, on_event: EventSink | None = None,
     previews: bool = True, stream_text: bool = False,
 ) -> OcrResponse:
     """All pages submitted together, so that they can share batches; the response has them in page order.
@@ -119,7 +121,7 @@ async def read_document(
     async def read(index: int) -> tuple[PageOut, Timings]:
         nonlocal done
         async with in_flight:
-            outcome = await read_page(ocr, index, engine, submitter, run, on_event, previews, stream_text)
+            outcome = await read_page(ocr, index, submitter, run, on_event, previews, stream_text)
         done += 1
         if on_event:
             on_event("progress", {"done": done, "total": total})
@@ -143,7 +145,7 @@ async def read_document(
         duration_ms=round((time.perf_counter() - started) * 1000, 1),
         file_name=ocr.file_name,
         file_size=ocr.file_size,
-        model=engine.info.model,
+        model=submitter.model_name,
         image_width=first.image_width,
         image_height=first.image_height,
         finish_reason="length" if any(page.finish_reason == "length" for page in pages) else "stop",

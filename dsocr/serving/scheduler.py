@@ -1,9 +1,9 @@
 """The queue between requests and the model: pages are gathered into batches of one mode, and one batch at a
-time goes to the model host (the seed's lock, at batch level).
+time goes to the local host's model (the seed's lock, at batch level).
 
 The loop is total: it never runs an empty batch, one guard covers a whole batch (result handling included), an
 engine that answers the wrong number of pages fails that batch and the loop goes on, and if the loop itself
-dies, whoever watches it (the model host) is told."""
+dies, whoever watches it (the local host) is told."""
 
 from __future__ import annotations
 
@@ -16,31 +16,32 @@ from typing import Awaitable, Callable
 
 from dsocr.errors import ServiceError
 from dsocr.serving.metrics import Metrics
-from ocr_engine import OcrEngine, PageRequest, PageResult, ProgressCallback, Timings
+from ocr_engine import PageRequest, PageResult, ProgressCallback, Timings
 
 log = logging.getLogger("deepseek_ocr.scheduler")
 
 # One page's outcome of a batch: its result, or the error that page alone ends in.
 BatchOutcome = PageResult | BaseException
 # Runs a batch on the model: one outcome per request, in order.
-BatchRunner = Callable[[OcrEngine, list[PageRequest]], Awaitable[list[BatchOutcome]]]
+BatchRunner = Callable[[list[PageRequest]], Awaitable[list[BatchOutcome]]]
 
 
 @dataclass(eq=False)  # compared and hashed by identity: a queue lookup never compares page images
 class _Job:
-    engine: OcrEngine
     request: PageRequest
     future: asyncio.Future
     on_progress: ProgressCallback | None
     enqueued_at: float = field(default_factory=time.perf_counter)
 
     def fits(self, first: "_Job") -> bool:
-        return self.engine is first.engine and self.request.mode == first.request.mode
+        return self.request.mode == first.request.mode
 
 
 class BatchScheduler:
-    def __init__(self, max_batch_size: int, batch_wait_s: float, metrics: Metrics, run_batch: BatchRunner) -> None:
-        self.max_batch_size = max_batch_size
+    def __init__(
+        self, batch_limit: Callable[[], int], batch_wait_s: float, metrics: Metrics, run_batch: BatchRunner
+    ) -> None:
+        self.batch_limit = batch_limit  # the most pages of a batch, asked for each batch
         self.batch_wait_s = batch_wait_s
         self.metrics = metrics
         self.run_batch = run_batch
@@ -62,13 +63,13 @@ class BatchScheduler:
         self.task.add_done_callback(watch)
 
     async def submit(
-        self, engine: OcrEngine, request: PageRequest, on_progress: ProgressCallback | None = None
+        self, request: PageRequest, on_progress: ProgressCallback | None = None
     ) -> tuple[PageResult, Timings]:
         """Queues one page and waits for its result; cancelling the wait takes it out of the queue unrun, or
         tells a running generation to stop."""
         if self.closed is not None:
             raise self.closed
-        job = _Job(engine, request, asyncio.get_running_loop().create_future(), on_progress)
+        job = _Job(request, asyncio.get_running_loop().create_future(), on_progress)
         job.future.add_done_callback(lambda future: future.cancelled() and request.abandoned.set())
         self.queue[job] = None
         self.metrics.queue_depth.inc()
@@ -95,7 +96,7 @@ class BatchScheduler:
                 self.changed.clear()
                 await self.changed.wait()
             first = next(iter(self.queue))
-            limit = min(self.max_batch_size, first.engine.max_batch_size or self.max_batch_size)
+            limit = self.batch_limit()
             deadline = time.perf_counter() + self.batch_wait_s
             while first in self.queue and self._fitting(first) < limit:
                 remaining = deadline - time.perf_counter()
@@ -132,7 +133,7 @@ class BatchScheduler:
                 self.metrics.queue_wait.observe(started - job.enqueued_at)
                 if job.on_progress:
                     job.on_progress("started", {"batchSize": len(batch)})
-            outcomes = await self.run_batch(batch[0].engine, [job.request for job in batch])
+            outcomes = await self.run_batch([job.request for job in batch])
             if len(outcomes) != len(batch):
                 raise RuntimeError(f"the engine answered {len(outcomes)} result(s) for a batch of {len(batch)} page(s)")
             elapsed = time.perf_counter() - started

@@ -6,9 +6,9 @@ from fastapi import APIRouter, Depends, Request
 from fastapi.responses import JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from dsocr.api.dependencies import get_model_host, get_settings
+from dsocr.api.dependencies import get_model, get_settings
 from dsocr.demo import is_demo
-from dsocr.serving.model_host import LOADING_RETRY_AFTER_S, ModelHost
+from dsocr.serving.submitter import LOADING_RETRY_AFTER_S, PageSubmitter
 from schemas import HealthNotReady, HealthReady
 from settings import EngineChoice, Settings
 
@@ -27,14 +27,15 @@ async def health_live() -> dict[str, str]:
 )
 @router.get("/health/ready", response_model=HealthReady, include_in_schema=False)
 async def health(
-    model: ModelHost = Depends(get_model_host), settings: Settings = Depends(get_settings)
+    model: PageSubmitter = Depends(get_model), settings: Settings = Depends(get_settings)
 ) -> HealthReady | JSONResponse:
-    if model.status != "ready" or model.engine is None:
+    if model.status != "ready" or model.info is None:
         demo = settings.ocr_engine is not EngineChoice.vllm and is_demo(settings.ocr_model_path)
-        body = HealthNotReady(status=model.status, modes=model.mode_names, detail=model.detail, demo=demo)
+        body = HealthNotReady(status=model.status, modes=[mode.name for mode in model.modes], detail=model.detail,
+                              demo=demo)
         headers = {"Retry-After": str(LOADING_RETRY_AFTER_S)} if model.status == "loading" else None
         return JSONResponse(body.model_dump(by_alias=True), status_code=503, headers=headers)
-    info = model.engine.info
+    info = model.info
     return HealthReady(
         modes=[mode.name for mode in info.modes],
         model=info.model,

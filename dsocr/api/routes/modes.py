@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from fastapi import APIRouter, Depends
 
-from dsocr.api.dependencies import get_settings, ready_engine
+from dsocr.api.dependencies import get_settings, ready_info
 from dsocr.api.openapi import API_ERRORS, errors
 from dsocr.catalogue import PROMPT_PRESETS
-from ocr_engine import Engine
+from ocr_engine import EngineInfo
 from schemas import ModeInfo, ModesResponse, PromptInfo
 from settings import Settings
 
@@ -16,11 +16,10 @@ router = APIRouter(tags=["service"], responses=errors(*API_ERRORS))
 
 @router.get("/api/modes", response_model=ModesResponse)
 async def api_modes(
-    engine: Engine = Depends(ready_engine), settings: Settings = Depends(get_settings)
+    info: EngineInfo = Depends(ready_info), settings: Settings = Depends(get_settings)
 ) -> ModesResponse:
     """The seed's shape: `modes` is an object keyed by mode name (the default mode first), `maxImageMb` the
     upload limit."""
-    info = engine.info
     ordered = sorted(info.modes, key=lambda mode: mode.name != settings.ocr_default_mode)
     return ModesResponse(
         default_prompt=settings.ocr_default_prompt,

@@ -9,7 +9,7 @@ from typing import Awaitable
 from fastapi import APIRouter, Depends, FastAPI, Request
 from fastapi.responses import StreamingResponse
 
-from dsocr.api.dependencies import get_settings, ready_engine
+from dsocr.api.dependencies import get_settings, ready_model
 from dsocr.api.openapi import OCR_ERRORS
 from dsocr.api.request_scope import TASK_ID, RequestScope
 from dsocr.api.sse import SSE_HEADERS, event_stream
@@ -18,7 +18,7 @@ from dsocr.pipeline.ocr_request import OCR_TEXT_FIELDS, OcrInput, check_ocr_requ
 from dsocr.pipeline.convert import convert
 from dsocr.pipeline.pages import EventSink
 from dsocr.pipeline.progress import TaskReporter
-from ocr_engine import Engine
+from dsocr.serving.submitter import PageSubmitter
 from schemas import OcrResponse
 from settings import Settings
 
@@ -63,15 +63,15 @@ STREAM_EXAMPLE = (
 
 @router.post("/api/ocr", response_model=OcrResponse, openapi_extra=OCR_FORM_SCHEMA, responses=OCR_ERRORS)
 async def api_ocr(
-    request: Request, engine: Engine = Depends(ready_engine), settings: Settings = Depends(get_settings)
+    request: Request, model: PageSubmitter = Depends(ready_model), settings: Settings = Depends(get_settings)
 ) -> OcrResponse:
     # The form is read here, not by FastAPI: the queue slot is taken first, and the size limit applies while the
     # body streams in.
     scope = RequestScope(request, settings.ocr_request_timeout_s)
     try:
-        ocr = await scope.within(_read_and_check(request, engine, settings, scope.reporter))
+        ocr = await scope.within(_read_and_check(request, model, settings, scope.reporter))
         scope.hold_pages(len(ocr.document.numbers))
-        response = await scope.within(_convert(request.app, ocr, engine, scope), drop_on_disconnect=True)
+        response = await scope.within(_convert(request.app, ocr, model, scope), drop_on_disconnect=True)
     except BaseException as exc:
         scope.release(exc)
         raise
@@ -88,21 +88,21 @@ async def api_ocr(
                      "description": STREAM_EVENTS}, **OCR_ERRORS},
 )
 async def api_ocr_stream(
-    request: Request, engine: Engine = Depends(ready_engine), settings: Settings = Depends(get_settings)
+    request: Request, model: PageSubmitter = Depends(ready_model), settings: Settings = Depends(get_settings)
 ) -> StreamingResponse:
     """The same work as /api/ocr, answered as server-sent events: `queued` (position), `started`, `delta` (raw
     text as it is generated), `progress` (pages done), then `result` with /api/ocr's JSON, or `error`. Bad input
     is refused before the stream starts, with the usual status and JSON."""
     scope = RequestScope(request, settings.ocr_request_timeout_s)
     try:
-        ocr = await scope.within(_read_and_check(request, engine, settings, scope.reporter))
+        ocr = await scope.within(_read_and_check(request, model, settings, scope.reporter))
         scope.hold_pages(len(ocr.document.numbers))
     except BaseException as exc:
         scope.release(exc)
         raise
     events: asyncio.Queue[tuple[str, dict]] = asyncio.Queue()
     work = asyncio.ensure_future(scope.within(
-        _convert(request.app, ocr, engine, scope, lambda name, data: events.put_nowait((name, data)))
+        _convert(request.app, ocr, model, scope, lambda name, data: events.put_nowait((name, data)))
     ))
     scope.release_when_done(work)  # the stream's client leaving cancels the work (see event_stream)
     work.add_done_callback(lambda done: note_result(request, done.result()) if _succeeded(done) else None)
@@ -110,14 +110,16 @@ async def api_ocr_stream(
     return StreamingResponse(stream, media_type="text/event-stream", headers=SSE_HEADERS)
 
 
-async def _read_and_check(request: Request, engine: Engine, settings: Settings, reporter: TaskReporter) -> OcrInput:
+async def _read_and_check(
+    request: Request, model: PageSubmitter, settings: Settings, reporter: TaskReporter
+) -> OcrInput:
     """Reads the upload and checks it; a progress task named by its `task_id` follows from then on."""
     pace = UploadPace(settings.ocr_upload_timeout_s, settings.ocr_upload_min_kib_s * 1024)
     form = await read_upload(request, settings.max_upload_bytes, OCR_TEXT_FIELDS, pace)
     reporter.attach(form.fields.get(TASK_ID))
     reporter.uploaded(len(form.data))
     request.state.summary["upload_bytes"] = len(form.data)
-    ocr = await check_ocr_request(form, engine, settings, request.app.state.pdf_workers)
+    ocr = await check_ocr_request(form, model, settings, request.app.state.pdf_workers)
     request.state.summary.update(mode=ocr.mode.name, pages=len(ocr.document.numbers))
     return ocr
 
@@ -136,9 +138,8 @@ def _succeeded(work: asyncio.Future) -> bool:
     return not work.cancelled() and work.exception() is None
 
 
-def _convert(app: FastAPI, ocr: OcrInput, engine: Engine, scope: RequestScope,
-                 on_event: EventSink | None = None) -> Awaitable[OcrResponse]:
+def _convert(app: FastAPI, ocr: OcrInput, model: PageSubmitter, scope: RequestScope,
+             on_event: EventSink | None = None) -> Awaitable[OcrResponse]:
     state = app.state
-    return convert(ocr, engine, state.model, state.runs, state.history, scope.reporter,
-                       state.settings.ocr_page_previews, on_event, owner=scope.owner,
-                       root_path=scope.request.scope.get("root_path", ""))
+    return convert(ocr, model, state.runs, state.history, scope.reporter, state.settings.ocr_page_previews, on_event,
+                   owner=scope.owner, root_path=scope.request.scope.get("root_path", ""))
