@@ -15,8 +15,7 @@ import pytest
 
 from dsocr.__main__ import main
 from dsocr.profiles import Profile, cached_config, hub_cache, profile_for
-from live_server import ROOT
-from test_demo import fake_hub_repo, subprocess_env
+from helpers import ROOT, fake_hub_repo, subprocess_env
 
 ORIGINAL_CONFIG = {"model_type": "deepseek_vl_v2", "auto_map": {"AutoModel": "modeling_deepseekocr.DeepseekOCRForCausalLM"}}
 NATIVE_CONFIG = {"model_type": "deepseek_ocr2", "architectures": ["DeepseekOcr2ForConditionalGeneration"]}
@@ -135,7 +134,7 @@ def test_python_m_dsocr_profile_prints_the_profile_with_the_standard_library_onl
 def test_python_m_dsocr_names_its_commands(capsys: pytest.CaptureFixture[str]) -> None:
     with pytest.raises(SystemExit) as exit:
         main([])
-    assert exit.value.code == 2 and "{profile}" in capsys.readouterr().err
+    assert exit.value.code == 2 and "{profile,convert}" in capsys.readouterr().err
     with pytest.raises(SystemExit) as exit:
         main(["nonsense"])
     assert exit.value.code == 2 and "invalid choice" in capsys.readouterr().err
