@@ -191,7 +191,7 @@ def test_a_server_out_of_reach_fails_after_backing_off_and_a_refusal_at_once() -
     client, waits = scripted_client(Script(*[httpx.ConnectError("refused")] * CONNECTION_TRIES))
     with pytest.raises(RequestFailed, match="cannot reach http://service.test") as failure:
         asyncio.run(client.job("j1"))
-    assert failure.value.unreachable
+    assert failure.value.fatal
     assert len(waits) == CONNECTION_TRIES - 1 and waits == sorted(waits) and waits[-1] <= 30
 
     client, waits = scripted_client(Script(httpx.Response(415, json={"detail": "x.pdf: not an image or a PDF"})))

@@ -193,18 +193,18 @@ class Conversion:
         self.display = display
         self.report = report
         self.slots = asyncio.Semaphore(options.concurrency)
-        self.unreachable: str | None = None  # once the server is out of reach, the rest is not tried
+        self.stopped: str | None = None  # once a failure would be every document's, the rest is not tried
 
     async def convert(self, document: Document) -> None:
         async with self.slots:
-            if self.unreachable is not None:
-                self._failed(document, f"not sent: {self.unreachable}")
+            if self.stopped is not None:
+                self._failed(document, f"not sent: {self.stopped}")
                 return
             try:
                 await self._convert(document)
             except RequestFailed as exc:
-                if exc.unreachable:
-                    self.unreachable = str(exc)
+                if exc.fatal:
+                    self.stopped = str(exc)
                 self._failed(document, str(exc))
 
     async def _convert(self, document: Document) -> None:

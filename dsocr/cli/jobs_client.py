@@ -35,14 +35,18 @@ TIMEOUT = httpx.Timeout(POLL_WAIT_S + 90, connect=10)
 Sleep = Callable[[float], Awaitable[None]]
 
 
-class RequestFailed(Exception):
-    """A request the server refused (`status`), or that could not be made (`unreachable`); the message is what
-    the summary says."""
+# Answers that every other request would get too: a wrong or missing API key, a server without the jobs API.
+FATAL_STATUSES = frozenset({401, 403})
 
-    def __init__(self, message: str, status: int | None = None, unreachable: bool = False) -> None:
+
+class RequestFailed(Exception):
+    """A request the server refused (`status`), or that could not be made; the message is what the summary says.
+    `fatal`: every other request would fail the same way (the server out of reach, the key refused)."""
+
+    def __init__(self, message: str, status: int | None = None, fatal: bool = False) -> None:
         super().__init__(message)
         self.status = status
-        self.unreachable = unreachable
+        self.fatal = fatal or status in FATAL_STATUSES
 
 
 def retry_after_s(response: httpx.Response) -> float:
@@ -86,6 +90,9 @@ class JobsClient:
         """POST /api/jobs with one file; the job as the 202 answer describes it."""
         response = await self._send("POST", "/api/jobs", upload=(path, file_name, content_type), data=fields,
                                     headers={"Idempotency-Key": idempotency_key})
+        if response.status_code == 404:
+            raise RequestFailed(f"{self.server_url} has no jobs API (POST /api/jobs answered 404): is it this "
+                                "service, and a version with jobs?", 404, fatal=True)
         if response.status_code != 202:
             raise RequestFailed(refusal(response), response.status_code)
         return response.json()
@@ -141,7 +148,7 @@ class JobsClient:
                 connection_failures += 1
                 if connection_failures >= CONNECTION_TRIES:
                     raise RequestFailed(f"cannot reach {self.server_url}: {exc or type(exc).__name__}",
-                                        unreachable=True) from None
+                                        fatal=True) from None
                 await self.sleep(min(BACKOFF_FIRST_S * 2 ** (connection_failures - 1), BACKOFF_MAX_S))
                 continue
             except OSError as exc:  # the upload's file, gone or unreadable since it was found
