@@ -61,6 +61,7 @@ class StaticSite:
 
 def browser_page() -> Iterator[object]:
     """A fresh page of a headless Chromium, closed afterwards."""
+    require_browser()
     from playwright.sync_api import sync_playwright
 
     with sync_playwright() as playwright:

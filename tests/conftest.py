@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import os
 import tempfile
-import time
 from pathlib import Path
 from typing import Callable, Iterator
 
@@ -19,11 +18,9 @@ os.environ.setdefault("HF_MODULES_CACHE", tempfile.mkdtemp(prefix="hf-modules-")
 import transformers  # noqa: E402
 
 from app import create_app  # noqa: E402
-from helpers import has_native_classes, make_settings, server_env  # noqa: E402
+from helpers import has_native_classes, make_settings, server_env, wait_ready  # noqa: E402
 from live_server import Server, serving  # noqa: E402
 from standin_checkpoint import build_standin_checkpoint  # noqa: E402
-
-READY_TIMEOUT_S = 120
 
 
 def _native(folder: Path, **options: object) -> Path:
@@ -54,16 +51,6 @@ def standin_v1(tmp_path: Path) -> Path:
 def standin_v2(tmp_path: Path) -> Path:
     """Stand-in for an original deepseek-ai/DeepSeek-OCR-2 folder (remote code)."""
     return build_standin_checkpoint(tmp_path / "standin-deepseek-ocr-2", family="v2")
-
-
-def wait_ready(client: TestClient) -> None:
-    deadline = time.monotonic() + READY_TIMEOUT_S
-    while time.monotonic() < deadline:
-        response = client.get("/health")
-        if response.status_code == 200 or response.json().get("status") == "error":
-            return
-        time.sleep(0.05)
-    raise TimeoutError("the model did not load")
 
 
 @pytest.fixture

@@ -4,18 +4,17 @@ from __future__ import annotations
 
 import contextlib
 import os
-import re
 import socket
 import subprocess
 import sys
 import tempfile
 import time
-from pathlib import Path
-from typing import Iterator
+from typing import Callable, Iterator
 
 import httpx
 
-ROOT = Path(__file__).resolve().parent.parent
+from helpers import ROOT
+
 STARTUP_TIMEOUT_S = 120
 
 
@@ -34,7 +33,7 @@ class Server:
         self.log = tempfile.TemporaryFile("w+")
         # Nothing of the server's is left in the repository: the history goes to a folder of its own.
         self.history = tempfile.TemporaryDirectory(prefix="history-")
-        env = {"DEEPSEEK_OCR_HISTORY_DIR": self.history.name, **env}
+        env = {"DEEPSEEK_OCR_HISTORY_DIR": self.history.name, "DEEPSEEK_OCR_DATA_DIR": self.history.name, **env}
         self.process = subprocess.Popen(
             [sys.executable, "-m", "uvicorn", "app:app", "--host", "127.0.0.1", "--port", str(self.port)],
             cwd=ROOT, env={**base, **env}, stdout=self.log, stderr=subprocess.STDOUT, text=True,
@@ -45,17 +44,7 @@ class Server:
         return self.log.read()
 
     def wait_ready(self) -> None:
-        deadline = time.monotonic() + STARTUP_TIMEOUT_S
-        while time.monotonic() < deadline:
-            if self.process.poll() is not None:
-                raise RuntimeError(f"server exited: {self.output()}")
-            try:
-                if httpx.get(f"{self.url}/health", timeout=2).status_code == 200:
-                    return
-            except httpx.TransportError:
-                pass
-            time.sleep(0.1)
-        raise TimeoutError("server did not become ready")
+        wait_healthy(self.url, self.process, self.output)
 
     def stop(self) -> None:
         self.process.terminate()
@@ -65,6 +54,22 @@ class Server:
             self.process.kill()
             self.process.wait()
         self.history.cleanup()
+
+
+def wait_healthy(url: str, process: subprocess.Popen, output: Callable[[], str],
+                 timeout_s: float = STARTUP_TIMEOUT_S, interval_s: float = 0.1) -> None:
+    """Until GET {url}/health answers 200; fails at once, with the process's output, if the process exits first."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"{url} exited: {output()[-4000:]}")
+        try:
+            if httpx.get(f"{url}/health", timeout=5).status_code == 200:
+                return
+        except httpx.TransportError:
+            pass
+        time.sleep(interval_s)
+    raise TimeoutError(f"{url} did not become ready")
 
 
 @contextlib.contextmanager
@@ -77,11 +82,3 @@ def serving(env: dict[str, str]) -> Iterator[Server]:
     finally:
         server.stop()
 
-
-def metric(server_url: str, name: str, **labels: str) -> float:
-    """One sample of the server's /metrics (0 when absent)."""
-    text = httpx.get(f"{server_url}/metrics", timeout=30).text
-    label_text = ",".join(f'{key}="{value}"' for key, value in sorted(labels.items()))
-    pattern = re.escape(name) + (r"\{" + re.escape(label_text) + r"\}" if labels else "") + r" (\S+)"
-    match = re.search(r"^" + pattern + "$", text, re.MULTILINE)
-    return float(match.group(1)) if match else 0.0

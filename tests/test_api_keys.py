@@ -6,16 +6,14 @@ from __future__ import annotations
 import json
 import signal
 import socket
-import time
 from pathlib import Path
 
 import httpx
 import pytest
 
-from conftest import image_bytes
 from dsocr.api.middleware.auth import fingerprint
+from helpers import image_bytes, parse_events, wait_until
 from live_server import Server
-from sse import parse_events
 
 KEY_A = "alpha-secret-key-0123456789"
 KEY_B = "bravo-secret-key-9876543210"
@@ -108,10 +106,7 @@ def test_the_refusal_comes_before_the_upload_and_sighup_rereads_the_file(native_
             assert sock.recv(4096).startswith(b"HTTP/1.1 401")
         keys_file.write_text(f"{KEY_B}\n")
         server.process.send_signal(signal.SIGHUP)
-        deadline = time.monotonic() + 30
-        while httpx.get(f"{server.url}/api/modes", headers=bearer(KEY_B)).status_code != 200:
-            assert time.monotonic() < deadline, "SIGHUP did not re-read the keys file"
-            time.sleep(0.05)
+        wait_until(lambda: httpx.get(f"{server.url}/api/modes", headers=bearer(KEY_B)).status_code == 200, timeout_s=30)
         assert httpx.get(f"{server.url}/api/modes", headers=bearer(KEY_A)).status_code == 401
         assert KEY_A not in server.output() and KEY_B not in server.output()
     finally:

@@ -8,21 +8,11 @@ from typing import Iterator
 
 import pytest
 
-from browser import StaticSite, browser_page, require_browser, screenshot
-from conftest import image_bytes
-from live_server import Server, serving
-from test_pdf import make_pdf
+from browser import StaticSite, browser_page, screenshot
+from helpers import image_bytes, make_pdf
+from live_server import Server
 
 PAGE_TIMEOUT_MS = 120_000
-
-
-@pytest.fixture(scope="module")
-def service(native_checkpoint: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
-    require_browser()
-    runs = tmp_path_factory.mktemp("dashboard-runs")
-    with serving({"DEEPSEEK_OCR_MODEL_PATH": str(native_checkpoint), "DEEPSEEK_OCR_RUNS_DIR": str(runs),
-                  "DEEPSEEK_OCR_MAX_NEW_TOKENS": "8"}) as server:
-        yield server
 
 
 @pytest.fixture(scope="module")
@@ -33,9 +23,9 @@ def site() -> Iterator[StaticSite]:
 
 
 @pytest.fixture
-def page(service: Server, site: StaticSite) -> Iterator[object]:
+def page(real_server: Server, site: StaticSite) -> Iterator[object]:
     for browser in browser_page():
-        browser.goto(f"{site.url}/dashboard.html?api={service.url}")
+        browser.goto(f"{site.url}/dashboard.html?api={real_server.url}")
         browser.wait_for_function("document.getElementById('status').textContent !== 'loading'")
         yield browser
 

@@ -17,11 +17,10 @@ from fastapi.testclient import TestClient
 
 from app import create_app
 from browser import browser_page, require_browser, screenshot
-from conftest import image_bytes
+from helpers import image_bytes, make_pdf, server_env
 from live_server import Server, serving
 from settings import load_settings
 from standin_checkpoint import build_standin_checkpoint, set_answer
-from test_pdf import make_pdf
 
 UI_DIR = Path(__file__).resolve().parent.parent / "dsocr" / "ui"
 PAGE_TIMEOUT_MS = 120_000
@@ -170,22 +169,12 @@ def expect(target):
 
 
 @pytest.fixture(scope="module")
-def service(native_checkpoint: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
-    require_browser()
-    runs = tmp_path_factory.mktemp("ui-runs")
-    with serving({"DEEPSEEK_OCR_MODEL_PATH": str(native_checkpoint), "DEEPSEEK_OCR_RUNS_DIR": str(runs),
-                  "DEEPSEEK_OCR_MAX_NEW_TOKENS": "8"}) as server:
-        yield server
-
-
-@pytest.fixture(scope="module")
 def standin(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return build_standin_checkpoint(tmp_path_factory.mktemp("ui-standin") / "standin-deepseek-ocr", family="v1")
 
 
 def standin_env(standin: Path, runs: Path, **extra: str) -> dict[str, str]:
-    return {"DEEPSEEK_OCR_MODEL_PATH": str(standin), "DEEPSEEK_OCR_RUNS_DIR": str(runs),
-            "DEEPSEEK_OCR_MAX_NEW_TOKENS": "4096", **extra}
+    return server_env(standin, runs, DEEPSEEK_OCR_MAX_NEW_TOKENS="4096", **extra)
 
 
 @pytest.fixture(scope="module")
@@ -203,8 +192,8 @@ def open_page(url: str) -> Iterator[object]:
 
 
 @pytest.fixture
-def page(service: Server) -> Iterator[object]:
-    yield from open_page(f"{service.url}/")
+def page(real_server: Server) -> Iterator[object]:
+    yield from open_page(f"{real_server.url}/")
 
 
 def read_document(page, upload: Path, expected_state: str = "done") -> None:
@@ -225,11 +214,11 @@ def shown_result(server_url: str, page, headers: dict[str, str] | None = None) -
     return response.json()
 
 
-def test_an_image_is_read_and_shown_as_markdown_raw_text_page_and_history(service: Server, page, tmp_path: Path) -> None:
+def test_an_image_is_read_and_shown_as_markdown_raw_text_page_and_history(real_server: Server, page, tmp_path: Path) -> None:
     upload = tmp_path / "letter.png"
     upload.write_bytes(image_bytes((320, 240)))
     read_document(page, upload)
-    result = shown_result(service.url, page)
+    result = shown_result(real_server.url, page)
     raw = result["pages"][0]["rawText"]
     assert raw.strip()  # random weights: meaningless, but some text
     assert page.locator("#stream").text_content() == raw  # the streamed deltas add up to the raw text
@@ -269,7 +258,7 @@ def test_an_image_is_read_and_shown_as_markdown_raw_text_page_and_history(servic
     download = download_info.value
     assert download.suggested_filename == "letter.md"
     assert Path(download.path()).read_text(encoding="utf-8") == result["text"]
-    page.context.grant_permissions(["clipboard-read", "clipboard-write"], origin=service.url)
+    page.context.grant_permissions(["clipboard-read", "clipboard-write"], origin=real_server.url)
     page.click("#copy")
     expect(page.locator("#copy-status")).to_have_text("Copied")
     assert page.evaluate("navigator.clipboard.readText()") == result["text"]
@@ -279,11 +268,11 @@ def test_an_image_is_read_and_shown_as_markdown_raw_text_page_and_history(servic
     expect(entry).to_have_attribute("aria-current", "true")
 
 
-def test_a_two_page_pdf_shows_both_pages_and_reopens_from_the_history(service: Server, page, tmp_path: Path) -> None:
+def test_a_two_page_pdf_shows_both_pages_and_reopens_from_the_history(real_server: Server, page, tmp_path: Path) -> None:
     upload = tmp_path / "report.pdf"
     upload.write_bytes(make_pdf(((200, 100), (150, 150))))
     read_document(page, upload)
-    result = shown_result(service.url, page)
+    result = shown_result(real_server.url, page)
     assert [entry["page"] for entry in result["pages"]] == [1, 2]
     bar = page.locator("#progress-bar")
     assert (bar.get_attribute("value"), bar.get_attribute("max")) == ("2", "2")  # from the progress events
@@ -313,10 +302,10 @@ def test_a_two_page_pdf_shows_both_pages_and_reopens_from_the_history(service: S
     screenshot(page, "ui-pdf-from-history")
 
 
-def test_refusals_show_the_services_detail(service: Server, page, tmp_path: Path) -> None:
+def test_refusals_show_the_services_detail(real_server: Server, page, tmp_path: Path) -> None:
     upload = tmp_path / "notes.txt"
     upload.write_text("not a document")
-    expected = httpx.post(f"{service.url}/api/ocr/stream", files={"image": ("notes.txt", upload.read_bytes())},
+    expected = httpx.post(f"{real_server.url}/api/ocr/stream", files={"image": ("notes.txt", upload.read_bytes())},
                           timeout=60)
     assert expected.status_code == 415
     read_document(page, upload, expected_state="error")
@@ -328,7 +317,7 @@ def test_refusals_show_the_services_detail(service: Server, page, tmp_path: Path
     pdf = tmp_path / "short.pdf"
     pdf.write_bytes(make_pdf(((200, 100),)))
     page.fill("#pages", "7")
-    expected = httpx.post(f"{service.url}/api/ocr/stream", files={"image": ("short.pdf", pdf.read_bytes())},
+    expected = httpx.post(f"{real_server.url}/api/ocr/stream", files={"image": ("short.pdf", pdf.read_bytes())},
                           data={"pages": "7"}, timeout=60)
     assert expected.status_code == 422
     read_document(page, pdf, expected_state="error")
@@ -336,9 +325,9 @@ def test_refusals_show_the_services_detail(service: Server, page, tmp_path: Path
     expect(error).to_contain_text(expected.json()["detail"])
 
 
-def test_the_demo_checkpoint_is_announced(service: Server) -> None:
-    health = httpx.get(f"{service.url}/health", timeout=30).json()
-    for page in open_page(f"{service.url}/"):
+def test_the_demo_checkpoint_is_announced(real_server: Server) -> None:
+    health = httpx.get(f"{real_server.url}/health", timeout=30).json()
+    for page in open_page(f"{real_server.url}/"):
         notice = page.locator("#demo-notice")
         expect(notice).to_be_visible() if health.get("demo") is True else expect(notice).to_be_hidden()
 
@@ -348,7 +337,7 @@ def test_the_demo_checkpoint_is_announced(service: Server) -> None:
 
     for page in browser_page():
         page.route("**/health", as_demo)
-        page.goto(f"{service.url}/")
+        page.goto(f"{real_server.url}/")
         expect(page.locator("#demo-notice")).to_be_visible()
         expect(page.locator("#demo-notice")).to_have_text("Demo checkpoint: random weights, the text is meaningless.")
         screenshot(page, "ui-demo-notice")

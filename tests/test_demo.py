@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import subprocess
 import sys
 from pathlib import Path
@@ -16,26 +15,16 @@ from fastapi.testclient import TestClient
 
 import dsocr.demo as demo
 from app import create_app
-from conftest import HAS_NATIVE_CLASSES, image_bytes
 from dsocr.engines.loading import DEFAULT_REPO, ModelPathError, detect_engine, detect_family, fetch_config, model_source
 from dsocr.catalogue import ModelFamily
-from live_server import ROOT, free_port, metric, serving
+from helpers import (
+    ROOT, fake_hub_repo, has_native_classes, image_bytes, make_pdf, metric, parse_events, subprocess_env,
+)
+from live_server import free_port, serving
 from settings import EngineChoice, load_settings
-from sse import parse_events
 
-needs_native = pytest.mark.skipif(not HAS_NATIVE_CLASSES, reason="the demo needs transformers' native DeepSeek-OCR-2 classes")
-
-
-@pytest.fixture(autouse=True)
-def clean_env(monkeypatch: pytest.MonkeyPatch) -> None:
-    for name in list(os.environ):
-        if name.upper().startswith("DEEPSEEK_"):
-            monkeypatch.delenv(name)
-
-
-def subprocess_env(**extra: str) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.upper().startswith(("DEEPSEEK_", "HF_HUB_", "HF_ENDPOINT"))}
-    return {**env, **extra}
+needs_native = pytest.mark.skipif(not has_native_classes(), reason="the demo needs transformers' native DeepSeek-OCR-2 classes")
+pytestmark = pytest.mark.usefixtures("clean_env")
 
 
 # --- the demo checkpoint: built once, atomically, rebuilt when the builder changes ---------------------------------
@@ -151,8 +140,6 @@ def test_the_demo_is_refused_on_the_remote_code_engine(tmp_path: Path) -> None:
 
 @needs_native
 def test_a_demo_server_says_so_and_serves_images_pdfs_and_streams(tmp_path: Path) -> None:
-    from test_pdf import make_pdf
-
     env = {"DEEPSEEK_OCR_MODEL_PATH": "demo", "DEEPSEEK_OCR_DEMO_DIR": str(tmp_path / "demo-checkpoint"),
            "DEEPSEEK_OCR_RUNS_DIR": str(tmp_path / "runs")}
     with serving(env) as server:
@@ -183,17 +170,6 @@ def test_a_demo_server_says_so_and_serves_images_pdfs_and_streams(tmp_path: Path
 
 
 # --- where the checkpoint comes from when DEEPSEEK_OCR_MODEL_PATH is not set ---------------------------------------
-
-
-def fake_hub_repo(cache: Path, repo: str, config: dict) -> Path:
-    """A repo in a Hugging Face hub cache, laid out as huggingface_hub keeps it (refs/main → snapshots/<sha>)."""
-    revision = "0123456789abcdef0123456789abcdef01234567"
-    snapshot = cache / f"models--{repo.replace('/', '--')}" / "snapshots" / revision
-    snapshot.mkdir(parents=True)
-    (snapshot / "config.json").write_text(json.dumps(config))
-    (snapshot.parent.parent / "refs").mkdir()
-    (snapshot.parent.parent / "refs" / "main").write_text(revision)
-    return snapshot
 
 
 def test_unset_the_model_path_is_the_seeds_folder_when_it_exists(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:

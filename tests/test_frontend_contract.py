@@ -13,17 +13,14 @@ import re
 import threading
 from datetime import datetime
 from pathlib import Path
-from typing import Iterator
 
 import httpx
 import pytest
 from PIL import Image
 
-from conftest import image_bytes
-from live_server import Server, serving
-from sse import parse_events
+from helpers import image_bytes, make_pdf, parse_events
+from live_server import Server
 from standin_checkpoint import set_answer
-from test_pdf import make_pdf
 
 FRONTEND_ORIGIN = "http://localhost:5173"  # the Vite dev server the frontend runs on
 SEED_MODE_FIELDS = {"label", "description", "base_size", "image_size", "crop_mode", "test_compress", "speed",
@@ -204,7 +201,8 @@ def test_a_task_named_before_the_body_hears_of_a_refusal_before_the_form_is_read
         assert (state["stage"], name) == ("error", "complete") and "too large" in state["message"]
 
 
-def test_tasks_are_bounded_finished_ones_forgotten_first(client) -> None:
+def test_tasks_are_bounded_finished_ones_forgotten_first(start_client) -> None:
+    client = start_client()  # its own app: the task registry starts empty
     registry = client.app.state.tasks
     first = client.post("/api/task/create").json()["taskId"]
     finished = client.post("/api/task/create").json()["taskId"]
@@ -219,22 +217,14 @@ def test_tasks_are_bounded_finished_ones_forgotten_first(client) -> None:
     assert len(registry.tasks) == registry.max_tasks
 
 
-@pytest.fixture(scope="module")
-def live(native_checkpoint: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
-    runs = tmp_path_factory.mktemp("frontend-live-runs")
-    with serving({"DEEPSEEK_OCR_MODEL_PATH": str(native_checkpoint), "DEEPSEEK_OCR_RUNS_DIR": str(runs),
-                  "DEEPSEEK_OCR_MAX_NEW_TOKENS": "8"}) as server:
-        yield server
-
-
-def test_progress_follows_a_pdf_page_by_page_over_the_real_server(live: Server) -> None:
+def test_progress_follows_a_pdf_page_by_page_over_the_real_server(real_server: Server) -> None:
     """The frontend's order: create the task, open the event stream, then post the OCR with task_id."""
-    task_id = httpx.post(f"{live.url}/api/task/create", headers={"Origin": FRONTEND_ORIGIN}).json()["taskId"]
+    task_id = httpx.post(f"{real_server.url}/api/task/create", headers={"Origin": FRONTEND_ORIGIN}).json()["taskId"]
     events: list[tuple[str, dict]] = []
     connected = threading.Event()
 
     def follow() -> None:
-        with httpx.stream("GET", f"{live.url}/api/progress/{task_id}", timeout=120,
+        with httpx.stream("GET", f"{real_server.url}/api/progress/{task_id}", timeout=120,
                           headers={"Origin": FRONTEND_ORIGIN, "Accept": "text/event-stream"}) as response:
             lines = []
             for line in response.iter_lines():
@@ -245,7 +235,7 @@ def test_progress_follows_a_pdf_page_by_page_over_the_real_server(live: Server) 
     follower = threading.Thread(target=follow)
     follower.start()
     assert connected.wait(60)
-    response = httpx.post(f"{live.url}/api/ocr", data={"mode": "base", "prompt": "Free OCR.", "task_id": task_id},
+    response = httpx.post(f"{real_server.url}/api/ocr", data={"mode": "base", "prompt": "Free OCR.", "task_id": task_id},
                           files={"image": ("two.pdf", make_pdf(((200, 100), (150, 150))), "application/pdf")},
                           timeout=120)
     follower.join(60)
@@ -264,7 +254,8 @@ def test_progress_follows_a_pdf_page_by_page_over_the_real_server(live: Server) 
 
 # --- Today's frontend: history -------------------------------------------------------------------------------------
 
-def test_history_lists_newest_first_with_the_fields_the_frontend_shows(client) -> None:
+def test_history_lists_newest_first_with_the_fields_the_frontend_shows(start_client) -> None:
+    client = start_client()  # its own app: the history holds only these two
     first = seed_upload(client, image_bytes(), filename="first.png").json()
     second = seed_upload(client, make_pdf(), filename="second.pdf", pages="1-2").json()
     listed = client.get("/api/history", headers={"Origin": FRONTEND_ORIGIN})
@@ -349,7 +340,8 @@ def test_history_entries_expire_after_the_ttl(start_client, tmp_path: Path) -> N
     assert not (tmp_path / "history" / "results" / f"{old}.json").exists()
 
 
-def test_a_history_that_cannot_be_written_never_fails_the_answer(client, tmp_path: Path) -> None:
+def test_a_history_that_cannot_be_written_never_fails_the_answer(start_client, tmp_path: Path) -> None:
+    client = start_client()  # its own app: its history is broken below
     results = tmp_path / "history" / "results"
     for entry in results.iterdir():
         entry.unlink()

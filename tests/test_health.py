@@ -1,16 +1,20 @@
-"""Probes: liveness always, readiness only once the model is loaded; /api/modes describes the loaded family."""
+"""Probes: liveness always, readiness only once the model is loaded, both answered while the model works;
+/api/modes describes the loaded family."""
 
 from __future__ import annotations
 
 import json
+import threading
 from pathlib import Path
 
+import httpx
 import pytest
 from fastapi.testclient import TestClient
 
 from app import create_app
-from conftest import make_settings
 from dsocr.engines.loading import ModelPathError
+from helpers import image_bytes, make_settings, metric, server_env, wait_until
+from live_server import serving
 
 
 def test_ready_health_names_model_engine_device_dtype_and_attention(client, native_checkpoint: Path) -> None:
@@ -30,6 +34,23 @@ def test_ready_health_names_model_engine_device_dtype_and_attention(client, nati
             "attnImplementation": "sdpa",
             "demo": False,
         }
+
+
+def test_probes_answer_while_the_model_works(native_checkpoint: Path, tmp_path: Path) -> None:
+    answer: list[httpx.Response] = []
+    # 300 tokens after a six-tile prefill: seconds of work for the model on a CPU.
+    with serving(server_env(native_checkpoint, tmp_path / "runs", DEEPSEEK_OCR_MAX_NEW_TOKENS="300")) as server:
+        worker = threading.Thread(target=lambda: answer.append(httpx.post(
+            f"{server.url}/api/ocr", files={"image": ("big.png", image_bytes((1000, 800)))}, timeout=300)))
+        worker.start()
+        wait_until(lambda: metric(server.url, "deepseek_ocr_running") == 1)  # the page has reached the model
+        probes = [httpx.get(f"{server.url}{path}", timeout=30).status_code for path in ("/health", "/health/live")]
+        # Still in the model once both probes were answered: they did not wait for it.
+        still_working = worker.is_alive() and metric(server.url, "deepseek_ocr_running") == 1
+        worker.join()
+    assert probes == [200, 200]
+    assert still_working
+    assert answer[0].status_code == 200 and answer[0].json()["rawText"]
 
 
 def test_before_the_model_loads_health_is_503_loading_and_live_is_200(native_checkpoint: Path, tmp_path: Path) -> None:

@@ -41,9 +41,8 @@ def test_a_long_history_lists_its_newest_entries_through_the_index(tmp_path: Pat
 def test_a_request_that_times_out_while_its_result_is_kept_leaves_no_entry(start_client, standin_v1: Path) -> None:
     import threading
 
-    from conftest import image_bytes
+    from helpers import image_bytes, wait_until
     from standin_checkpoint import set_answer
-    from test_scheduler import wait_until
 
     client = start_client(checkpoint=standin_v1, ocr_request_timeout_s=2)
     set_answer(standin_v1, "words")

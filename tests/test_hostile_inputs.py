@@ -9,27 +9,20 @@ import socket
 import subprocess
 import sys
 import threading
-import time
 from pathlib import Path
 
 import httpx
 import pytest
 from PIL import Image
 
-from conftest import image_bytes
 from dsocr.pipeline.runs import RunStore
-from live_server import ROOT, Server, metric, serving
+from helpers import ROOT, image_bytes, make_pdf, metric, post, wait_until
+from live_server import Server, serving
 from standin_checkpoint import calls, set_answer
-from test_pdf import make_pdf
-from test_scheduler import wait_until
 
 
 # The most pixels a side of a page gundam (the default mode) can use: a row of six 768-pixel tiles.
 GUNDAM_SIDE = 768 * 6
-
-
-def post(client, data: bytes, filename: str = "page.png", **fields: str):
-    return client.post("/api/ocr", files={"image": (filename, data, "application/octet-stream")}, data=fields)
 
 
 def png(size: tuple[int, int]) -> bytes:
@@ -101,9 +94,9 @@ def test_a_content_type_that_only_starts_like_multipart_is_415(client) -> None:
     assert response.status_code == 415
 
 
-def test_a_pdf_without_artifacts_leaves_no_folder(client, runs_dir: Path) -> None:
+def test_a_pdf_without_artifacts_leaves_no_folder(client, client_runs_dir: Path) -> None:
     assert post(client, make_pdf(), filename="doc.pdf").status_code == 200
-    assert list(runs_dir.iterdir()) == []  # no empty pages/N/ folders left for the TTL
+    assert list(client_runs_dir.iterdir()) == []  # no empty pages/N/ folders left for the TTL
 
 
 def test_runs_finishing_together_never_trip_over_each_others_sweep(tmp_path: Path) -> None:
@@ -143,14 +136,9 @@ def test_a_departed_client_stops_the_remote_code_generation(standin_v1: Path, tm
             f"{name}: {value}\r\n" for name, value in request.headers.items() if name.lower() != "host")
         with socket.create_connection(("127.0.0.1", server.port)) as sock:
             sock.sendall(head.encode() + b"\r\n" + request.read())
-            deadline = time.monotonic() + 60
-            while not (standin_v1 / "generating").exists():  # leave once tokens are being generated
-                assert time.monotonic() < deadline
-                time.sleep(0.01)
-        deadline = time.monotonic() + 60
-        while not calls(standin_v1):
-            assert time.monotonic() < deadline, "the generation went on for nobody"
-            time.sleep(0.05)
+            # Leave once tokens are being generated.
+            wait_until(lambda: (standin_v1 / "generating").exists(), timeout_s=60, interval_s=0.01)
+        wait_until(lambda: calls(standin_v1), timeout_s=60)  # infer has returned
         [call] = calls(standin_v1)
         assert call["generated_tokens"] < 1500 / 2  # stopped, not run to the end of the scripted answer
         assert "Traceback" not in server.output()  # its removed run folder is no error of the page
@@ -164,10 +152,7 @@ def test_only_the_model_threads_prints_are_discarded(start_client, standin_v1: P
     answer: list = []
     worker = threading.Thread(target=lambda: answer.append(post(client, image_bytes())))
     worker.start()
-    deadline = time.monotonic() + 60
-    while not client.app.state.model.scheduler.running:
-        assert time.monotonic() < deadline
-        time.sleep(0.01)
+    wait_until(lambda: client.app.state.model.scheduler.running, timeout_s=60, interval_s=0.01)
     print("another thread's line")
     worker.join(60)
     assert answer[0].status_code == 200
@@ -184,10 +169,7 @@ def test_a_500_is_logged_once_with_its_request_id(standin_v1: Path, tmp_path: Pa
         response = httpx.post(f"{server.url}/api/ocr", files={"image": ("p.png", image_bytes())}, timeout=120)
         assert response.status_code == 500
         request_id = response.json()["requestId"]
-        deadline = time.monotonic() + 30
-        while metric(server.url, "deepseek_ocr_failures_total", reason="internal") < 1:
-            assert time.monotonic() < deadline
-            time.sleep(0.05)
+        wait_until(lambda: metric(server.url, "deepseek_ocr_failures_total", reason="internal") >= 1, timeout_s=30)
         output = server.output()
         assert output.count("Traceback") == 1, output
         assert request_id in output
@@ -226,10 +208,7 @@ def test_admission_counts_pages_and_refuses_past_the_page_budget(start_client, s
     worker = threading.Thread(target=lambda: first.append(post(client, make_pdf(((200, 100), (100, 200))),
                                                               filename="two.pdf")))
     worker.start()
-    deadline = time.monotonic() + 60
-    while client.app.state.admission.pages < 2:
-        assert time.monotonic() < deadline
-        time.sleep(0.01)
+    wait_until(lambda: client.app.state.admission.pages >= 2, timeout_s=60, interval_s=0.01)
     refused = post(client, make_pdf(((200, 100), (100, 200))), filename="two-more.pdf")
     assert refused.status_code == 503 and refused.headers["retry-after"]
     assert "DEEPSEEK_OCR_MAX_QUEUE_PAGES" in refused.json()["detail"]

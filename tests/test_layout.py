@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
+from helpers import post
 from standin_checkpoint import set_answer
 
 UNCAPPED = 4096
@@ -25,10 +26,6 @@ def page_with_red_figure(size: tuple[int, int] = (1000, 500)) -> bytes:
     buffer = io.BytesIO()
     image.save(buffer, "PNG")
     return buffer.getvalue()
-
-
-def post(client, data: bytes, **fields: str):
-    return client.post("/api/ocr", files={"image": ("page.png", data, "image/png")}, data=fields)
 
 
 @pytest.fixture

@@ -12,22 +12,14 @@ from pathlib import Path
 import httpx
 import pytest
 
-from conftest import TEST_MAX_NEW_TOKENS, image_bytes
+from helpers import TEST_MAX_NEW_TOKENS, image_bytes, post, wait_until
 from live_server import serving
-from test_scheduler import wait_until
 from standin_checkpoint import set_answer
-
-ROOT = Path(__file__).resolve().parent.parent
-
 
 def output_once(server, text: str) -> str:
     """The server's output once `text` is in it: a request's log line is written after its answer is sent."""
     wait_until(lambda: text in server.output())
     return server.output()
-
-
-def post(client, data: bytes, headers: dict | None = None, **fields: str):
-    return client.post("/api/ocr", files={"image": ("page.png", data, "image/png")}, data=fields, headers=headers)
 
 
 def test_the_clients_request_id_comes_back_on_answers_and_in_errors(client) -> None:

@@ -18,7 +18,7 @@ import pytest
 import torch
 from PIL import Image
 
-from conftest import image_bytes
+from helpers import image_bytes
 from dsocr.catalogue import V2_MODES, ModelFamily, vision_tokens
 from dsocr.errors import ServiceError, Unavailable
 from dsocr.serving.metrics import Metrics

@@ -11,21 +11,9 @@ import pytest
 from PIL import Image
 
 from dsocr.pipeline.cleaning import clean_output
-from conftest import TEST_MAX_NEW_TOKENS, image_bytes
 from direct_model import BASE_ARGS, GUNDAM_ARGS, expected_raw_text
+from helpers import TEST_MAX_NEW_TOKENS, assert_error, image_bytes, make_settings, post
 from settings import DEFAULT_PROMPT
-
-
-def post(client, data: bytes, filename: str = "page.png", content_type: str = "image/png", **fields: str):
-    return client.post("/api/ocr", files={"image": (filename, data, content_type)}, data=fields)
-
-
-def assert_error(response, status: int, *words: str) -> None:
-    assert response.status_code == status, response.text
-    detail = response.json()["detail"]
-    assert isinstance(detail, str)
-    for word in words:
-        assert word.lower() in detail.lower(), detail
 
 
 def test_payload_has_the_seed_fields_and_the_models_own_output(client, native_checkpoint: Path) -> None:
@@ -204,27 +192,26 @@ def test_chunked_body_over_the_limit_is_413(start_client) -> None:
     assert_error(response, 413, "limit")
 
 
-def test_filename_is_echoed_never_used_as_a_path(client, runs_dir: Path, tmp_path: Path) -> None:
+def test_filename_is_echoed_never_used_as_a_path(client, client_runs_dir: Path, tmp_path: Path) -> None:
     name = "../../../" + str(tmp_path / "escaped.png")
     body = post(client, image_bytes(), filename=name).json()
     assert body["fileName"] == name
     assert not (tmp_path / "escaped.png").exists()
-    assert list(runs_dir.iterdir()) == []
+    assert list(client_runs_dir.iterdir()) == []
 
 
-def test_nothing_stays_in_the_runs_dir(client, runs_dir: Path) -> None:
+def test_nothing_stays_in_the_runs_dir(client, client_runs_dir: Path) -> None:
     assert post(client, image_bytes()).status_code == 200
     assert post(client, b"").status_code == 400
     assert post(client, b"%%% not an image").status_code == 415
     assert post(client, image_bytes(), mode="nope").status_code == 422
-    assert runs_dir.is_dir() and list(runs_dir.iterdir()) == []
+    assert client_runs_dir.is_dir() and list(client_runs_dir.iterdir()) == []
 
 
 def test_requests_before_the_model_is_ready_get_503(native_checkpoint: Path, tmp_path: Path) -> None:
     from fastapi.testclient import TestClient
 
     from app import create_app
-    from conftest import make_settings
 
     # Without entering the lifespan the model never starts loading: the state every request sees at first.
     client = TestClient(create_app(make_settings(native_checkpoint, tmp_path / "runs")))

@@ -7,30 +7,11 @@ from pathlib import Path
 
 import pypdf
 import pytest
-from PIL import Image
 
+from helpers import assert_error, make_pdf, post_pdf
 from standin_checkpoint import calls, set_answer
 
 PAGE_SPLIT = "\n\n<--- Page Split --->\n\n"
-COLORS = ("white", "black", "gray")
-
-
-def make_pdf(sizes: tuple[tuple[int, int], ...] = ((200, 100), (150, 150), (100, 200))) -> bytes:
-    """A PDF whose page N has sizes[N] points (72 per inch), each page a differently coloured picture."""
-    pages = [Image.new("RGB", size, COLORS[i % len(COLORS)]) for i, size in enumerate(sizes)]
-    buffer = io.BytesIO()
-    pages[0].save(buffer, "PDF", save_all=True, append_images=pages[1:], resolution=72)
-    return buffer.getvalue()
-
-
-def post_pdf(client, data: bytes, **fields: str):
-    return client.post("/api/ocr", files={"image": ("doc.pdf", data, "application/pdf")}, data=fields)
-
-
-def assert_error(response, status: int, *words: str) -> None:
-    assert response.status_code == status, response.text
-    for word in words:
-        assert word.lower() in response.json()["detail"].lower()
 
 
 def test_multi_page_pdf_through_the_real_model(client) -> None:
@@ -83,9 +64,9 @@ def test_large_pages_are_rendered_under_the_pixel_cap(start_client) -> None:
     assert width * height <= 20_000 and abs(width / height - 2) < 0.05
 
 
-def test_broken_pdf_is_400(client, runs_dir: Path) -> None:
+def test_broken_pdf_is_400(client, client_runs_dir: Path) -> None:
     assert_error(post_pdf(client, b"%PDF-1.7\n this is not really a PDF"), 400, "PDF")
-    assert list(runs_dir.iterdir()) == []
+    assert list(client_runs_dir.iterdir()) == []
 
 
 def test_encrypted_pdf_is_422(client) -> None:

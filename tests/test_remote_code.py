@@ -11,8 +11,8 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from conftest import image_bytes
 from dsocr.engines.loading import detect_engine
+from helpers import image_bytes, post
 from settings import DEFAULT_PROMPT, EngineChoice
 from standin_checkpoint import calls, load_arguments, set_answer
 
@@ -31,10 +31,6 @@ V1_MODES = {  # upstream README: name -> (base_size, image_size, crop_mode, visi
     "large": (1280, 1280, False, 400),
     "gundam": (1024, 640, True, 256 + 6 * 100),
 }
-
-
-def post(client, data: bytes, **fields: str):
-    return client.post("/api/ocr", files={"image": ("page.png", data, "image/png")}, data=fields)
 
 
 def test_original_v1_layout_is_detected_and_served_through_infer(start_client, standin_v1: Path) -> None:

@@ -2,27 +2,23 @@
 
 from __future__ import annotations
 
-import re
 import socket
 import threading
-import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Callable, Iterator
+from typing import Iterator
 
 import httpx
 import pytest
 
-from conftest import image_bytes
-from live_server import Server, metric
-from sse import parse_events
+from helpers import image_bytes, make_pdf, metric, metric_value, parse_events, read_answer, server_env, wait_until
+from live_server import Server
 
 PAGES = [image_bytes((640, 480), color=color) for color in ("white", "black", "gray", "red")]
-WAIT_TIMEOUT_S = 120
 
 
 def start_server(checkpoint: Path, runs: Path, **env: str) -> Server:
-    server = Server({"DEEPSEEK_OCR_MODEL_PATH": str(checkpoint), "DEEPSEEK_OCR_RUNS_DIR": str(runs), **env})
+    server = Server(server_env(checkpoint, runs, **env))
     server.wait_ready()
     return server
 
@@ -31,13 +27,6 @@ def ocr(server: Server, data: bytes, **fields: str) -> dict:
     response = httpx.post(f"{server.url}/api/ocr", files={"image": ("p.png", data)}, data=fields, timeout=300)
     assert response.status_code == 200, response.text
     return response.json()
-
-
-def wait_until(condition: Callable[[], bool]) -> None:
-    deadline = time.monotonic() + WAIT_TIMEOUT_S
-    while not condition():
-        assert time.monotonic() < deadline, "condition not reached"
-        time.sleep(0.05)
 
 
 def batches(server: Server) -> tuple[float, float]:
@@ -78,8 +67,6 @@ def test_a_batch_holds_one_mode(batching_server: Server) -> None:
 
 
 def test_a_documents_pages_batch_together(batching_server: Server) -> None:
-    from test_pdf import make_pdf
-
     before = batches(batching_server)
     body = ocr(batching_server, make_pdf())
     after = batches(batching_server)
@@ -113,17 +100,6 @@ def busy_server(native_checkpoint: Path, tmp_path: Path) -> Iterator[Server]:
     server.stop()
 
 
-def read_response(sock: socket.socket) -> str:
-    data = b""
-    while b"\r\n\r\n" not in data:
-        data += sock.recv(65536)
-    head, _, body = data.partition(b"\r\n\r\n")
-    length = int(next(line.split(b":")[1] for line in head.split(b"\r\n") if line.lower().startswith(b"content-length")))
-    while len(body) < length:
-        body += sock.recv(65536)
-    return (head + b"\r\n\r\n" + body).decode("latin-1")
-
-
 def long_request(server: Server) -> threading.Thread:
     worker = threading.Thread(target=ocr, args=(server, image_bytes((1000, 800))))
     worker.start()
@@ -137,7 +113,7 @@ def test_past_the_queue_limit_requests_are_refused_before_their_upload_is_read(b
         sock.sendall(f"POST /api/ocr HTTP/1.1\r\nHost: x\r\nContent-Type: multipart/form-data; boundary=b\r\n"
                      f"Content-Length: {5 * 1024 * 1024}\r\n\r\n".encode())
         # Not a byte of the body is sent: the refusal cannot have waited for it.
-        answer = read_response(sock)
+        answer = read_answer(sock)
     assert answer.startswith("HTTP/1.1 503")
     assert "retry-after: 5" in answer.lower() and "DEEPSEEK_OCR_MAX_QUEUE" in answer
     assert httpx.get(f"{busy_server.url}/health", timeout=30).status_code == 200  # probes never queue
@@ -172,8 +148,7 @@ def test_a_request_past_its_deadline_is_504_and_its_generation_stops(start_clien
     assert "DEEPSEEK_OCR_REQUEST_TIMEOUT_S" in response.json()["detail"]
 
     def sample(name: str) -> float:
-        found = re.search(f"^{name} (\\S+)$", client.get("/metrics").text, re.MULTILINE)
-        return float(found.group(1)) if found else 0.0
+        return metric_value(client.get("/metrics").text, name)
 
     wait_until(lambda: sample("deepseek_ocr_inference_seconds_count") == 1)  # the batch has ended...
     assert 0 < sample("deepseek_ocr_generated_tokens_total") < 5000  # ...long before its 5000 tokens

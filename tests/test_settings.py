@@ -9,16 +9,10 @@ from pathlib import Path
 
 import pytest
 
+from helpers import ROOT
 from settings import AttnImpl, SettingsError, load_settings
 
-ROOT = Path(__file__).resolve().parent.parent
-
-
-@pytest.fixture(autouse=True)
-def clean_env(monkeypatch: pytest.MonkeyPatch) -> None:
-    for name in list(os.environ):
-        if name.upper().startswith("DEEPSEEK_"):
-            monkeypatch.delenv(name)
+pytestmark = pytest.mark.usefixtures("clean_env")
 
 
 def test_defaults_are_the_seeds() -> None:

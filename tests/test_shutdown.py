@@ -3,36 +3,37 @@ process with a non-zero status so that it is restarted. The real server (`uvicor
 
 from __future__ import annotations
 
+import contextlib
 import json
 import signal
 import threading
 from pathlib import Path
+from typing import Iterator
 
 import httpx
 
-from conftest import image_bytes
-from live_server import Server, metric
-from test_scheduler import wait_until
+from helpers import image_bytes, metric, server_env, wait_until
+from live_server import Server, serving
 
 EXIT_TIMEOUT_S = 120
 
 
-def post_in_background(server: Server) -> tuple[threading.Thread, list[httpx.Response]]:
-    answers: list[httpx.Response] = []
-    worker = threading.Thread(target=lambda: answers.append(httpx.post(
-        f"{server.url}/api/ocr", files={"image": ("p.png", image_bytes())}, data={"mode": "base"}, timeout=300)))
-    worker.start()
-    wait_until(lambda: metric(server.url, "deepseek_ocr_running") >= 1)
-    return worker, answers
+@contextlib.contextmanager
+def sigterm_while_reading(checkpoint: Path, runs: Path, **env: str) -> Iterator[tuple[Server, threading.Thread, list]]:
+    """A real server sent SIGTERM while the model reads a page; yields it, the request's thread and its answer."""
+    with serving(server_env(checkpoint, runs, **env)) as server:
+        answers: list[httpx.Response] = []
+        worker = threading.Thread(target=lambda: answers.append(httpx.post(
+            f"{server.url}/api/ocr", files={"image": ("p.png", image_bytes())}, data={"mode": "base"}, timeout=300)))
+        worker.start()
+        wait_until(lambda: metric(server.url, "deepseek_ocr_running") >= 1)
+        server.process.send_signal(signal.SIGTERM)
+        yield server, worker, answers
 
 
 def test_sigterm_drains_refuses_new_work_and_lets_admitted_work_finish(native_checkpoint: Path, tmp_path: Path) -> None:
-    server = Server({"DEEPSEEK_OCR_MODEL_PATH": str(native_checkpoint), "DEEPSEEK_OCR_RUNS_DIR": str(tmp_path / "runs"),
-                     "DEEPSEEK_OCR_MAX_NEW_TOKENS": "1000", "DEEPSEEK_OCR_SHUTDOWN_GRACE_S": "300"})
-    try:
-        server.wait_ready()
-        worker, answers = post_in_background(server)
-        server.process.send_signal(signal.SIGTERM)
+    with sigterm_while_reading(native_checkpoint, tmp_path / "runs", DEEPSEEK_OCR_MAX_NEW_TOKENS="1000",
+                               DEEPSEEK_OCR_SHUTDOWN_GRACE_S="300") as (server, worker, answers):
         wait_until(lambda: httpx.get(f"{server.url}/health").status_code == 503)
         health = httpx.get(f"{server.url}/health").json()
         assert (health["status"], health["modelLoaded"]) == ("draining", False)
@@ -41,23 +42,15 @@ def test_sigterm_drains_refuses_new_work_and_lets_admitted_work_finish(native_ch
         worker.join(EXIT_TIMEOUT_S)
         assert answers[0].status_code == 200 and answers[0].json()["rawText"]  # admitted before: finished
         server.process.wait(EXIT_TIMEOUT_S)
-    finally:
-        server.stop()
 
 
 def test_past_the_grace_admitted_work_fails_with_503_and_the_process_stops(native_checkpoint: Path, tmp_path: Path) -> None:
-    server = Server({"DEEPSEEK_OCR_MODEL_PATH": str(native_checkpoint), "DEEPSEEK_OCR_RUNS_DIR": str(tmp_path / "runs"),
-                     "DEEPSEEK_OCR_MAX_NEW_TOKENS": "1000000", "DEEPSEEK_OCR_SHUTDOWN_GRACE_S": "0.5"})
-    try:
-        server.wait_ready()
-        worker, answers = post_in_background(server)
-        server.process.send_signal(signal.SIGTERM)
+    with sigterm_while_reading(native_checkpoint, tmp_path / "runs", DEEPSEEK_OCR_MAX_NEW_TOKENS="1000000",
+                               DEEPSEEK_OCR_SHUTDOWN_GRACE_S="0.5") as (server, worker, answers):
         worker.join(EXIT_TIMEOUT_S)
         assert answers[0].status_code == 503
         assert "shut down" in answers[0].json()["detail"]
         server.process.wait(EXIT_TIMEOUT_S)  # the generation was stopped: nothing holds the process
-    finally:
-        server.stop()
 
 
 def test_a_failed_load_logs_its_cause_once_and_exits_non_zero(tmp_path: Path) -> None:
@@ -70,5 +63,16 @@ def test_a_failed_load_logs_its_cause_once_and_exits_non_zero(tmp_path: Path) ->
         output = server.output()
         assert output.count("Traceback") == 1, output
         assert f"Loading the model from {broken.resolve()} failed" in output
+    finally:
+        server.stop()
+
+
+def test_a_missing_model_path_ends_startup_with_the_fix(tmp_path: Path) -> None:
+    missing = tmp_path / "no-such-model"
+    server = Server({"DEEPSEEK_OCR_MODEL_PATH": str(missing), "DEEPSEEK_OCR_RUNS_DIR": str(tmp_path / "runs")})
+    try:
+        assert server.process.wait(EXIT_TIMEOUT_S) != 0
+        output = server.output()
+        assert str(missing) in output and "DEEPSEEK_OCR_MODEL_PATH" in output
     finally:
         server.stop()

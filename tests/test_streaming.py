@@ -4,8 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from conftest import image_bytes
-from sse import parse_events
+from helpers import image_bytes, make_pdf, parse_events
 from standin_checkpoint import set_answer
 
 STABLE_FIELDS = ("mode", "prompt", "text", "rawText", "fileName", "fileSize", "model", "imageWidth", "imageHeight",
@@ -34,10 +33,8 @@ def test_stream_reports_progress_text_and_the_same_payload_as_api_ocr(start_clie
     assert result["timings"]["inferenceMs"] > 0
 
 
-def test_pdf_pages_stream_with_their_page_numbers(start_client) -> None:
-    from test_pdf import make_pdf
-
-    events = stream(start_client(), make_pdf(), pages="1,3")
+def test_pdf_pages_stream_with_their_page_numbers(client) -> None:
+    events = stream(client, make_pdf(), pages="1,3")
     assert {data["page"] for name, data in events if name in ("queued", "started", "delta")} == {1, 3}
     assert [p["page"] for p in events[-1][1]["pages"]] == [1, 3]
 

@@ -11,7 +11,6 @@ import os
 import subprocess
 import sys
 import threading
-import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Callable, Iterator
@@ -21,20 +20,12 @@ from fastapi.testclient import TestClient
 from PIL import Image
 
 from app import create_app
-from conftest import image_bytes
+from helpers import image_bytes, make_pdf, parse_events, post, wait_until
 from live_server import free_port
 from openai_standin import OpenAIStandIn
-from sse import parse_events
-from test_pdf import make_pdf
 
 WAIT_S = 30
-
-
-def wait_until(condition: Callable[[], bool]) -> None:
-    deadline = time.monotonic() + WAIT_S
-    while not condition():
-        assert time.monotonic() < deadline, "condition not reached"
-        time.sleep(0.02)
+PAGE = image_bytes((700, 500))
 
 
 @pytest.fixture
@@ -66,14 +57,9 @@ def start_vllm_client(tmp_path: Path) -> Iterator[Callable[..., TestClient]]:
         client.__exit__(None, None, None)
 
 
-def post(client: TestClient, data: bytes | None = None, **fields: str):
-    return client.post("/api/ocr", files={"image": ("page.png", data or image_bytes((700, 500)), "image/png")},
-                       data=fields)
-
-
 def test_a_page_becomes_one_streamed_chat_completion_with_upstreams_sampling(start_vllm_client, standins) -> None:
     client = start_vllm_client([standins[0].url], ocr_max_new_tokens=777, ocr_vllm_api_key="sekrit")
-    response = post(client, image_bytes((700, 500)), prompt="<image>\n<|grounding|>OCR this image.")
+    response = post(client, PAGE, prompt="<image>\n<|grounding|>OCR this image.")
     assert response.status_code == 200, response.text
     [body] = standins[0].bodies
     assert body["model"] == "deepseek-ai/DeepSeek-OCR"
@@ -99,7 +85,7 @@ def test_the_servers_mode_is_the_only_mode_and_the_family_comes_from_the_served_
         assert (modes["engine"], modes["family"], list(modes["modes"])) == ("vllm", "deepseek-ocr-2", ["gundam"])
         health = client.get("/health").json()
         assert (health["engine"], health["model"], health["modes"]) == ("vllm", "ocr2", ["gundam"])
-        refused = post(client, mode="base")
+        refused = post(client, PAGE, mode="base")
         assert refused.status_code == 422 and "valid modes are gundam" in refused.json()["detail"]
     finally:
         server.stop()
@@ -153,7 +139,7 @@ def test_pages_beyond_max_inflight_wait_in_the_service(start_vllm_client, standi
 def test_a_server_that_is_down_costs_no_request(start_vllm_client, standins) -> None:
     down = f"http://127.0.0.1:{free_port()}"  # nothing listens there
     client = start_vllm_client([down, standins[0].url])
-    answers = [post(client) for _ in range(4)]
+    answers = [post(client, PAGE) for _ in range(4)]
     assert [answer.status_code for answer in answers] == [200] * 4
     assert len(standins[0].bodies) == 4
 
@@ -161,7 +147,7 @@ def test_a_server_that_is_down_costs_no_request(start_vllm_client, standins) -> 
 def test_a_5xx_before_the_first_token_is_retried_once_on_another_server(start_vllm_client, standins) -> None:
     standins[0].script.fail_status = 500
     client = start_vllm_client([server.url for server in standins])
-    response = post(client)
+    response = post(client, PAGE)
     assert response.status_code == 200, response.text
     assert len(standins[1].bodies) == 1
     assert len(standins[0].bodies) == 1  # tried first: equally busy, first in the list
@@ -174,17 +160,17 @@ def test_with_no_server_up_health_and_ocr_are_503_and_both_recover(start_vllm_cl
     wait_until(lambda: client.get("/health").json().get("status") == "error")
     health = client.get("/health")
     assert health.status_code == 503 and all(server.url in health.json()["detail"] for server in standins)
-    refused = post(client)
+    refused = post(client, PAGE)
     assert refused.status_code == 503 and refused.headers["retry-after"]
     standins[1].script.healthy = True
     wait_until(lambda: client.get("/health").status_code == 200)
-    assert post(client).status_code == 200 and len(standins[1].bodies) == 1
+    assert post(client, PAGE).status_code == 200 and len(standins[1].bodies) == 1
 
 
 def test_a_page_vllm_refuses_is_a_422_with_its_reason(start_vllm_client, standins) -> None:
     standins[0].script.fail_status = 400
     client = start_vllm_client([standins[0].url])
-    response = post(client)
+    response = post(client, PAGE)
     assert response.status_code == 422
     assert "maximum context length is 4096" in response.json()["detail"]
 

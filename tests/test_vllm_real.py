@@ -12,17 +12,14 @@ import signal
 import subprocess
 import tempfile
 import threading
-import time
 from pathlib import Path
 from typing import Iterator
 
 import httpx
 import pytest
 
-from conftest import image_bytes
-from live_server import Server, free_port, metric, serving
-from sse import parse_events
-from test_pdf import make_pdf
+from helpers import image_bytes, make_pdf, metric, parse_events, wait_until
+from live_server import Server, free_port, serving, wait_healthy
 from vllm_checkpoint import SERVED_MODEL_NAME, build_vllm_checkpoint
 
 VLLM_PYTHON = os.environ.get("VLLM_PYTHON")
@@ -53,19 +50,12 @@ class VllmServer:
             env=env, stdout=self.log, stderr=subprocess.STDOUT, start_new_session=True,
         )
 
+    def output(self) -> str:
+        self.log.seek(0)
+        return self.log.read()
+
     def wait_ready(self) -> None:
-        deadline = time.monotonic() + STARTUP_TIMEOUT_S
-        while time.monotonic() < deadline:
-            if self.process.poll() is not None:
-                self.log.seek(0)
-                raise RuntimeError(f"vLLM exited: {self.log.read()[-4000:]}")
-            try:
-                if httpx.get(f"{self.url}/health", timeout=5).status_code == 200:
-                    return
-            except httpx.TransportError:
-                pass
-            time.sleep(1)
-        raise TimeoutError("vLLM did not become ready")
+        wait_healthy(self.url, self.process, self.output, STARTUP_TIMEOUT_S, interval_s=1)
 
     def running(self) -> float:
         """Requests vLLM is generating for now (its own Prometheus gauge)."""
@@ -160,10 +150,9 @@ def test_a_client_that_leaves_mid_generation_frees_its_slot_and_vllms(vllm: Vllm
         client.start()
         assert first_delta.wait(REQUEST_TIMEOUT_S)
         client.join(30)
-        deadline = time.monotonic() + 60
-        while metric(server.url, "deepseek_ocr_admitted") or vllm.running():
-            assert time.monotonic() < deadline, "the departed client's page kept running"
-            time.sleep(0.2)
+        # The departed client's page stops running.
+        wait_until(lambda: not metric(server.url, "deepseek_ocr_admitted") and not vllm.running(), timeout_s=60,
+                   interval_s=0.2)
         assert metric(server.url, "deepseek_ocr_vllm_inflight", server=vllm.url) == 0
     finally:
         server.stop()
