@@ -85,7 +85,7 @@ def run(args: argparse.Namespace, stdin: TextIO = sys.stdin, stdout: TextIO = sy
             asyncio.run(convert_documents(documents, options, ledger, display, report, stdout))
         except KeyboardInterrupt:
             report.interrupted = True
-        except (ServiceUnavailable, SystemExit) as exc:  # SystemExit: the embedded app's configuration error
+        except ServiceUnavailable as exc:
             print(f"Cannot convert: {exc}", file=sys.stderr)
             return EXIT_FAILED
         finally:
@@ -103,8 +103,8 @@ def plan(found: Found, options: Options, ledger: Ledger, report: Report) -> list
     documents = []
     for source in found.sources:
         if source in clashes:
-            report.failed.append((str(source.path), f"{clashes[source].path} has the same output; convert them "
-                                                    "apart"))
+            clash = f"{clashes[source].path} has the same output; convert them apart"
+            report.failed.append((str(source.path), clash))
             continue
         base = bases[source]
         document = Document(source, base)
@@ -119,8 +119,8 @@ def plan(found: Found, options: Options, ledger: Ledger, report: Report) -> list
                 continue
             reason = ledger.refusal(str(base), fingerprint, options.fields)
             if reason is not None:
-                report.failed.append((document.name, f"{reason}; refused by the server before, so not sent again "
-                                                     "(change the file, or use --force)"))
+                again = f"{reason}; refused by the server before, so not sent again (change the file, or use --force)"
+                report.failed.append((document.name, again))
                 continue
         documents.append(document)
     return documents

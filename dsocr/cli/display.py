@@ -27,9 +27,8 @@ def plural(count: int, word: str) -> str:
 
 
 def summary(report: Report, out_dir: str) -> str:
-    parts = [f"Converted {plural(len(report.converted), 'document')} ({plural(report.pages, 'page')}) into "
-             f"{out_dir}", f"skipped {len(report.skipped)} (up to date)", f"failed {len(report.failed)}"]
-    text = ", ".join(parts)
+    converted = f"Converted {plural(len(report.converted), 'document')} ({plural(report.pages, 'page')}) into {out_dir}"
+    text = f"{converted}, skipped {len(report.skipped)} (up to date), failed {len(report.failed)}"
     if len(report.ignored) == 1:
         text += "; ignored 1 file that is neither an image nor a PDF"
     elif report.ignored:

@@ -13,9 +13,12 @@ import tempfile
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
-from typing import TextIO
+from typing import TYPE_CHECKING, TextIO
 
 import httpx
+
+if TYPE_CHECKING:
+    import uvicorn
 
 READY_POLL_S = 0.2
 # Folders the service writes, kept in a scratch folder unless set: a conversion leaves only its outputs behind.
@@ -54,10 +57,14 @@ async def embedded_service(model: str | None, stream: TextIO) -> AsyncIterator[E
             environment["DEEPSEEK_OCR_MODEL_PATH"] = model
         os.environ.update(environment)
         config = uvicorn.Config("app:app", lifespan="on", access_log=False, log_level="warning")
-        config.load()  # here, not in the task: a configuration error ends the command with its one line
+        try:
+            config.load()  # here, not in the task: a configuration error ends the command with its one line
+        except SystemExit as exc:  # the app's own words ("Invalid configuration: ..."), or uvicorn's exit status
+            raise ServiceFailed(exc.code if isinstance(exc.code, str) else "the app could not be loaded (see the "
+                                "lines above)") from None
         listener = socket.socket()
         listener.bind(("127.0.0.1", 0))
-        url = "http://127.0.0.1:%d" % listener.getsockname()[1]
+        url = f"http://127.0.0.1:{listener.getsockname()[1]}"
         server = uvicorn.Server(config)
         stopped = asyncio.create_task(server.serve(sockets=[listener]))
         try:
@@ -69,9 +76,9 @@ async def embedded_service(model: str | None, stream: TextIO) -> AsyncIterator[E
             listener.close()
 
 
-async def _wait_ready(server: object, stopped: asyncio.Task, url: str, api_key: str, stream: TextIO) -> None:
+async def _wait_ready(server: uvicorn.Server, stopped: asyncio.Task, url: str, api_key: str, stream: TextIO) -> None:
     """Until /health says ready; the model's failure, or a service that stopped, ends the wait with its reason."""
-    while not getattr(server, "started"):
+    while not server.started:
         if stopped.done():
             raise ServiceFailed("the embedded service did not start (see the lines above)")
         await asyncio.sleep(READY_POLL_S)

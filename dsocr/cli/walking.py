@@ -5,9 +5,9 @@ from __future__ import annotations
 
 import os
 from collections import Counter
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
-from typing import Iterable
 
 # The signatures the service accepts (dsocr/pipeline/documents.py `sniff` and `is_pdf`), repeated here: the client
 # imports nothing of the service's layers, so that it stays light and outside the service's import graph.
