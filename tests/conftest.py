@@ -53,16 +53,16 @@ def standin_v2(tmp_path: Path) -> Path:
     return build_standin_checkpoint(tmp_path / "standin-deepseek-ocr-2", family="v2")
 
 
-@pytest.fixture
-def start_client(tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[Callable[..., TestClient]]:
-    """Starts the app (lifespan included) with settings overrides; `checkpoint=` picks another checkpoint
-    than the native one."""
+def _app_starter(runs: Path, request: pytest.FixtureRequest) -> Iterator[Callable[..., TestClient]]:
+    """`start(checkpoint=None, raise_server_exceptions=True, **overrides)`: an app on the tests' settings with
+    `overrides`, its runs in `runs`, lifespan entered and the model loaded; all stopped when the fixture ends.
+    `checkpoint=` picks another checkpoint than the native one."""
     clients: list[TestClient] = []
 
     def start(checkpoint: Path | None = None, raise_server_exceptions: bool = True, **overrides: object) -> TestClient:
         checkpoint = checkpoint or request.getfixturevalue("native_checkpoint")
-        settings = make_settings(checkpoint, tmp_path / "runs", **overrides)
-        client = TestClient(create_app(settings), raise_server_exceptions=raise_server_exceptions)
+        client = TestClient(create_app(make_settings(checkpoint, runs, **overrides)),
+                            raise_server_exceptions=raise_server_exceptions)
         client.__enter__()
         clients.append(client)
         wait_ready(client)
@@ -74,25 +74,35 @@ def start_client(tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[Cal
 
 
 @pytest.fixture
+def start_client(runs_dir: Path, request: pytest.FixtureRequest) -> Iterator[Callable[..., TestClient]]:
+    """Starts apps of the test's own (see _app_starter), for tests that change settings or state."""
+    yield from _app_starter(runs_dir, request)
+
+
+@pytest.fixture
 def runs_dir(tmp_path: Path) -> Path:
     """The runs folder of the apps `start_client` starts."""
     return tmp_path / "runs"
 
 
 @pytest.fixture(scope="module")
+def start_module_client(client_runs_dir: Path, request: pytest.FixtureRequest) -> Iterator[Callable[..., TestClient]]:
+    """Starts apps that serve every test of the module from then on (see _app_starter), for tests that only read
+    or set what they read themselves: a test that changes settings or state another test could see (history
+    listings, tasks, metrics, files) starts an app of its own with `start_client`."""
+    yield from _app_starter(client_runs_dir, request)
+
+
+@pytest.fixture(scope="module")
 def client_runs_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """The runs folder of the module's shared app (`client`)."""
+    """The runs folder of the module's shared apps (`client`, `start_module_client`)."""
     return tmp_path_factory.mktemp("shared-app") / "runs"
 
 
 @pytest.fixture(scope="module")
-def client(native_checkpoint: Path, client_runs_dir: Path) -> Iterator[TestClient]:
-    """One app per test module, on the native checkpoint with the tests' settings, for the tests that only read.
-    A test that changes settings or state another test could see (history listings, tasks, metrics, files)
-    starts an app of its own with `start_client`."""
-    with TestClient(create_app(make_settings(native_checkpoint, client_runs_dir))) as shared:
-        wait_ready(shared)
-        yield shared
+def client(start_module_client: Callable[..., TestClient]) -> TestClient:
+    """One app per test module, on the native checkpoint with the tests' settings (see start_module_client)."""
+    return start_module_client()
 
 
 @pytest.fixture(scope="module")

@@ -15,7 +15,7 @@ import pytest
 from PIL import Image
 
 from helpers import post
-from standin_checkpoint import set_answer
+from standin_checkpoint import build_standin_checkpoint, set_answer
 
 UNCAPPED = 4096
 
@@ -28,10 +28,12 @@ def page_with_red_figure(size: tuple[int, int] = (1000, 500)) -> bytes:
     return buffer.getvalue()
 
 
-@pytest.fixture
-def layout_client(start_client, standin_v1: Path):
-    client = start_client(checkpoint=standin_v1, ocr_max_new_tokens=UNCAPPED)
-    client.checkpoint = standin_v1
+@pytest.fixture(scope="module")
+def layout_client(start_module_client, tmp_path_factory: pytest.TempPathFactory):
+    """One app for the module on a stand-in checkpoint: each test sets the answer it reads."""
+    standin = build_standin_checkpoint(tmp_path_factory.mktemp("layout") / "standin-deepseek-ocr", family="v1")
+    client = start_module_client(checkpoint=standin, ocr_max_new_tokens=UNCAPPED)
+    client.checkpoint = standin
     return client
 
 
@@ -126,17 +128,19 @@ def test_annotated_page_draws_every_box(layout_client) -> None:
     assert left_edge != (255, 255, 255) and max(left_edge) < 230  # a box line where the page is white
 
 
-def test_without_regions_there_is_no_annotated_page_and_no_run_left(layout_client, runs_dir: Path) -> None:
+def test_without_regions_there_is_no_annotated_page_and_no_run_left(layout_client, client_runs_dir: Path) -> None:
     answer(layout_client, "plain text")
+    before = set(client_runs_dir.iterdir())
     body = post(layout_client, page_with_red_figure()).json()
     assert body["annotatedImageUrl"] is None and body["regions"] == []
-    assert list(runs_dir.iterdir()) == []
+    assert set(client_runs_dir.iterdir()) == before
 
 
-def test_only_artifacts_remain_not_the_upload(layout_client, runs_dir: Path) -> None:
+def test_only_artifacts_remain_not_the_upload(layout_client, client_runs_dir: Path) -> None:
     answer(layout_client, "<|ref|>image<|/ref|><|det|>[[0, 0, 500, 500]]<|/det|>")
     run_id = post(layout_client, page_with_red_figure()).json()["runId"]
-    kept = sorted(str(p.relative_to(runs_dir / run_id)) for p in (runs_dir / run_id).rglob("*") if p.is_file())
+    run = client_runs_dir / run_id
+    kept = sorted(str(p.relative_to(run)) for p in run.rglob("*") if p.is_file())
     assert kept == ["images/0.jpg", "result_with_boxes.jpg"]
 
 
@@ -155,10 +159,10 @@ def test_only_artifacts_remain_not_the_upload(layout_client, runs_dir: Path) -> 
         "not-a-run/images/0.jpg",
     ],
 )
-def test_artifacts_route_serves_nothing_outside_the_run(layout_client, runs_dir: Path, path: str) -> None:
+def test_artifacts_route_serves_nothing_outside_the_run(layout_client, client_runs_dir: Path, path: str) -> None:
     answer(layout_client, "<|ref|>image<|/ref|><|det|>[[0, 0, 500, 500]]<|/det|>")
     run_id = post(layout_client, page_with_red_figure()).json()["runId"]
-    (runs_dir / "secret.txt").write_text("secret")
+    (client_runs_dir / "secret.txt").write_text("secret")
     response = layout_client.get("/api/runs/" + path.format(run=run_id))
     assert response.status_code == 404
     assert "secret" not in response.text and "root:" not in response.text
