@@ -1,4 +1,4 @@
-"""GET /metrics: the Prometheus series the README lists, moving as requests are served."""
+"""GET /metrics: the Prometheus series docs/operations.md lists, moving as requests are served."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Settings come from the README's DEEPSEEK_* variables; a bad value stops startup naming the variable."""
+"""Settings come from the DEEPSEEK_* variables of docs/configuration.md; a bad value stops startup naming the variable."""
 
 from __future__ import annotations
 
