@@ -1,4 +1,4 @@
-"""Settings come from the DEEPSEEK_* variables of docs/configuration.md; a bad value stops startup naming the variable."""
+"""Settings come from the DEEPSEEK_* variables (docs/configuration.md); a bad value stops startup naming it."""
 
 from __future__ import annotations
 
