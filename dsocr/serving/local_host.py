@@ -17,12 +17,7 @@ from dsocr.engines.loading import detect_family, fetch_config, load_engine
 from dsocr.errors import Unavailable
 from dsocr.serving.metrics import Metrics
 from dsocr.serving.scheduler import BatchOutcome, BatchScheduler
-from dsocr.serving.submitter import (
-    LOADING_RETRY_AFTER_S,
-    RESTART_RETRY_AFTER_S,
-    EngineDead,
-    PageSubmitter,
-)
+from dsocr.serving.submitter import LOADING_RETRY_AFTER_S, RESTART_RETRY_AFTER_S, EngineDead, PageSubmitter
 from ocr_engine import OcrEngine, PageRequest, PageResult, ProgressCallback, Timings
 from settings import Settings
 
@@ -102,7 +97,7 @@ class LocalHost(PageSubmitter):
     def serve(self, engine: OcrEngine) -> None:
         """Starts the scheduler on an engine loaded already."""
         self._start_scheduler()
-        self._serve(engine)
+        self._loaded(engine)
 
     def count_tokens(self, text: str) -> int | None:
         return self.engine.count_tokens(text) if self.engine is not None else None
@@ -116,7 +111,7 @@ class LocalHost(PageSubmitter):
         self.loop = asyncio.get_running_loop()
         self.scheduler.start(on_death=self.fail)
 
-    def _serve(self, engine: OcrEngine) -> None:
+    def _loaded(self, engine: OcrEngine) -> None:
         self.engine = engine
         self._ready(engine.info)
 
@@ -136,7 +131,7 @@ class LocalHost(PageSubmitter):
         except Exception as exc:
             self._call_on_loop(self.fail, f"Loading the model from {source} failed: {type(exc).__name__}: {exc}", exc)
             return
-        self._call_on_loop(self._serve, engine)
+        self._call_on_loop(self._loaded, engine)
 
     def _fail_waiting(self, error: EngineDead) -> None:
         self.scheduler.fail_all(error)
