@@ -29,7 +29,7 @@ from dsocr.serving.admission import Admission
 from dsocr.serving.metrics import Metrics
 from dsocr.serving.factory import make_submitter
 from dsocr.serving.submitter import PageSubmitter
-from settings import EngineChoice, Settings, SettingsError, load_settings
+from settings import EngineChoice, Settings, SettingsError, load_settings, startup_warnings
 
 log = logging.getLogger("deepseek_ocr")
 
@@ -88,6 +88,8 @@ def startup_checks(app: FastAPI) -> str:
 def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or load_settings()
     configure_logging(settings.ocr_log_format.value, settings.ocr_log_level, settings.ocr_log_probes)
+    for warning in startup_warnings(settings):
+        log.warning("configuration: %s", warning)
     app = FastAPI(
         title="DeepSeek-OCR service",
         summary="Document images and PDFs to markdown, layout regions and figure crops, with DeepSeek-OCR",

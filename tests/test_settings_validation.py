@@ -13,9 +13,9 @@ from pathlib import Path
 import pytest
 
 from dsocr.catalogue import DEFAULT_PROMPT
+from helpers import ROOT
 from settings import Settings, SettingsError, load_settings, startup_warnings
 
-ROOT = Path(__file__).resolve().parent.parent
 FLOAT_FIELDS = [name for name, field in Settings.model_fields.items() if field.annotation is float]
 INT_FIELDS = [name for name, field in Settings.model_fields.items() if field.annotation is int]
 ENUM_FIELDS = [name for name, field in Settings.model_fields.items()
@@ -27,11 +27,7 @@ def variable(field: str) -> str:
     return f"DEEPSEEK_{field}".upper()
 
 
-@pytest.fixture(autouse=True)
-def clean_env(monkeypatch: pytest.MonkeyPatch) -> None:
-    for name in list(os.environ):
-        if name.upper().startswith("DEEPSEEK_"):
-            monkeypatch.delenv(name)
+pytestmark = pytest.mark.usefixtures("clean_env")  # conftest.py
 
 
 def refusal(monkeypatch: pytest.MonkeyPatch, **environ: str) -> str:
@@ -213,6 +209,17 @@ def test_vllm_urls_the_engine_ignores_are_warned_about() -> None:
         "DEEPSEEK_OCR_VLLM_URLS is ignored: DEEPSEEK_OCR_ENGINE is auto, not vllm"]
 
 
+def test_the_app_logs_the_warnings_at_startup(monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture,
+                                              tmp_path: Path) -> None:
+    from app import create_app
+
+    monkeypatch.setenv("DEEPSEEK_OCR_APIKEYS", "secret")
+    with caplog.at_level("WARNING", logger="deepseek_ocr"):
+        create_app(load_settings(ocr_runs_dir=tmp_path / "runs", ocr_history=False))
+    assert [(r.levelname, r.getMessage()) for r in caplog.records if "APIKEYS" in r.getMessage()] == [
+        ("WARNING", "configuration: DEEPSEEK_OCR_APIKEYS is not a setting and is ignored (did you mean DEEPSEEK_OCR_API_KEYS?)")]
+
+
 # --- URLs and origins ---------------------------------------------------------------------------------------------
 
 @pytest.mark.parametrize(("value", "problem"), [
@@ -274,6 +281,69 @@ def test_an_origin_with_a_trailing_slash_is_allowed_by_cors(tmp_path: Path) -> N
     assert preflight.headers["access-control-allow-origin"] == "https://app.example"
 
 
+# --- the keys file ------------------------------------------------------------------------------------------------
+
+def keys_from(tmp_path: Path, content: bytes) -> "ApiKeys":
+    from dsocr.api.middleware.auth import ApiKeys
+
+    keys_file = tmp_path / "keys.txt"
+    keys_file.write_bytes(content)
+    return ApiKeys([], str(keys_file))
+
+
+def test_a_keys_file_saved_with_a_byte_order_mark_works(tmp_path: Path) -> None:
+    keys = keys_from(tmp_path, "\ufeffkey-one\r\nkey-two\r\n".encode())
+    assert keys.accepts("key-one") and keys.accepts("key-two")
+
+
+def test_a_comment_after_a_key_is_left_out(tmp_path: Path) -> None:
+    keys = keys_from(tmp_path, b"# the team's keys\nkey-one   # alice\nkey-two\t# bob\n  # retired: key-three\nk#4\n")
+    assert [keys.accepts(key) for key in ("key-one", "key-two", "key-three", "k#4")] == [True, True, False, True]
+    assert not keys.accepts("key-one   # alice")
+
+
+@pytest.mark.parametrize(("content", "problem"), [
+    ("key-one\n\nclé-deux\n".encode(), "line 3: the key has characters other than printable ASCII"),
+    ("key-one\nkey-two key-three\n".encode(), "line 2: the key contains a space"),
+    ("key-one\n\ufeffkey-two\n".encode(), "line 2: the key has characters other than printable ASCII"),
+])
+def test_a_key_in_the_file_that_could_never_match_is_refused_by_line(
+        tmp_path: Path, content: bytes, problem: str) -> None:
+    with pytest.raises(SettingsError) as refused:
+        keys_from(tmp_path, content)
+    message = str(refused.value)
+    assert message.startswith("DEEPSEEK_OCR_API_KEYS_FILE=") and problem in message, message
+    assert "deux" not in message and "key-two" not in message and "key-three" not in message
+
+
+def test_a_keys_file_that_is_not_utf8_is_refused(tmp_path: Path) -> None:
+    with pytest.raises(SettingsError, match="DEEPSEEK_OCR_API_KEYS_FILE=.*not UTF-8"):
+        keys_from(tmp_path, "clé".encode("latin-1"))
+
+
+def test_a_bad_key_on_reload_keeps_the_keys_there_were(tmp_path: Path) -> None:
+    keys = keys_from(tmp_path, b"key-one\n")
+    (tmp_path / "keys.txt").write_text("clé\n")
+    with pytest.raises(SettingsError, match="line 1"):
+        keys.reload()
+    assert keys.accepts("key-one")
+
+
+def test_the_app_accepts_a_key_from_a_file_with_a_bom_and_comments(tmp_path: Path) -> None:
+    """What a client sees: the key written in a Windows editor, with a comment, is accepted; another is not."""
+    from fastapi.testclient import TestClient
+
+    from app import create_app
+
+    keys_file = tmp_path / "keys.txt"
+    keys_file.write_bytes("\ufeffkey-one  # alice\r\n".encode())
+    app = create_app(load_settings(ocr_api_keys_file=str(keys_file), ocr_runs_dir=tmp_path / "runs",
+                                   ocr_history=False))
+    client = TestClient(app)
+    assert client.get("/api/history", headers={"X-API-Key": "nope"}).status_code == 401
+    assert client.get("/api/history", headers={"X-API-Key": "key-one"}).status_code != 401
+
+
 # --- through a real start -----------------------------------------------------------------------------------------
 
 @pytest.mark.parametrize(("environ", "named"), [
@@ -283,6 +353,7 @@ def test_an_origin_with_a_trailing_slash_is_allowed_by_cors(tmp_path: Path) -> N
     ({"DEEPSEEK_OCR_API_KEYS": " , ,"}, "DEEPSEEK_OCR_API_KEYS"),
     ({"DEEPSEEK_OCR_ENGINE": "vllm", "DEEPSEEK_OCR_VLLM_URLS": "http://gpu-1:99999"}, "DEEPSEEK_OCR_VLLM_URLS"),
     ({"DEEPSEEK_OCR_MAX_PROMPT_CHARS": "10"}, "DEEPSEEK_OCR_MAX_PROMPT_CHARS"),
+    ({"DEEPSEEK_OCR_API_KEYS_FILE": str(ROOT / "tests" / "no-such-keys-file")}, "DEEPSEEK_OCR_API_KEYS_FILE"),
 ])
 def test_uvicorn_refuses_with_one_line_and_no_traceback(environ: dict[str, str], named: str) -> None:
     env = {k: v for k, v in os.environ.items() if not k.upper().startswith("DEEPSEEK_")}
@@ -293,3 +364,18 @@ def test_uvicorn_refuses_with_one_line_and_no_traceback(environ: dict[str, str],
     assert result.returncode != 0
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("Invalid configuration: ") and named in lines[0], result.stderr
+
+
+def test_uvicorn_refuses_a_keys_file_with_a_key_that_could_never_match(tmp_path: Path) -> None:
+    keys_file = tmp_path / "keys.txt"
+    keys_file.write_text("key-one\nclé-deux\n")
+    env = {k: v for k, v in os.environ.items() if not k.upper().startswith("DEEPSEEK_")}
+    result = subprocess.run(
+        [sys.executable, "-m", "uvicorn", "app:app", "--host", "127.0.0.1", "--port", "0"],
+        cwd=ROOT, env={**env, "DEEPSEEK_OCR_API_KEYS_FILE": str(keys_file), "DEEPSEEK_OCR_RUNS_DIR": str(tmp_path)},
+        capture_output=True, text=True, timeout=120,
+    )
+    assert result.returncode != 0
+    assert result.stderr.strip().splitlines() == [f"Invalid configuration: DEEPSEEK_OCR_API_KEYS_FILE={str(keys_file)!r}, line 2: the key has "
+                     f"characters other than printable ASCII, which an HTTP header cannot carry, so it could never "
+                     f"match (one key a line; a comment starts with #)"]

@@ -8,6 +8,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import logging
+import re
 from pathlib import Path
 
 from fastapi import Request
@@ -16,6 +17,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from dsocr.api.middleware.request_ids import error_body
 from dsocr.api.middleware.root_path import route_path
+from settings import SettingsError, key_problem
 
 log = logging.getLogger("deepseek_ocr.auth")
 
@@ -23,6 +25,30 @@ PROTECTED_PREFIX = "/api/"
 # Capability URLs: their run ids are 128-bit random, so that <img> tags work without a key.
 OPEN_PREFIXES = ("/api/runs/",)
 FINGERPRINT_CHARS = 12
+# A comment after a key in the keys file: "#" after a space (a key itself may contain "#").
+INLINE_COMMENT = re.compile(r"\s+#.*")
+
+
+def read_keys_file(path: Path) -> list[str]:
+    """The keys of a keys file: one a line; blank lines, `#` comment lines, comments after a key and a byte-order
+    mark (Windows editors write one) left out. A key that could never match stops with SettingsError naming the
+    file and the line, never the key; an unreadable file raises OSError."""
+    where = f"DEEPSEEK_OCR_API_KEYS_FILE={str(path)!r}"
+    try:
+        text = path.read_text(encoding="utf-8-sig")
+    except UnicodeDecodeError as exc:
+        raise SettingsError(f"{where}: not UTF-8 text (byte {exc.start} cannot be read)") from None
+    keys = []
+    for number, line in enumerate(text.splitlines(), 1):
+        key = INLINE_COMMENT.sub("", line).strip()
+        if not key or key.startswith("#"):
+            continue
+        problem = key_problem(key)
+        if problem:
+            raise SettingsError(f"{where}, line {number}: the key {problem}, so it could never match "
+                                f"(one key a line; a comment starts with #)")
+        keys.append(key)
+    return keys
 
 
 def fingerprint(key: str) -> str:
@@ -44,12 +70,13 @@ class ApiKeys:
         return bool(self.listed or self.keys_file)
 
     def reload(self) -> None:
-        from_file = []
-        if self.keys_file is not None:
-            lines = self.keys_file.read_text(encoding="utf-8").splitlines()
-            from_file = [line.strip() for line in lines if line.strip() and not line.lstrip().startswith("#")]
+        """Reads the keys file again; a file that cannot be read or has a bad key raises and changes nothing."""
+        from_file = read_keys_file(self.keys_file) if self.keys_file is not None else []
         self.keys = [key.encode() for key in (*self.listed, *from_file)]
         log.info("API keys: %d accepted (%s)", len(self.keys), ", ".join(fingerprint(k.decode()) for k in self.keys))
+        if not self.keys:
+            log.warning("API keys: %s has none, so every /api/ request is refused until one is added (SIGHUP "
+                        "re-reads it)", self.keys_file)
 
     def accepts(self, presented: str) -> bool:
         """Compared with every key in constant time: how long it takes says nothing of how close it came."""
