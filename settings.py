@@ -24,6 +24,7 @@ OTHER_VARIABLES = frozenset({"DEEPSEEK_OCR_DEMO_DIR", "DEEPSEEK_OCR_SERVER", "DE
 # Sizes in MB are turned into bytes as integers; a cap far above any disk keeps that conversion finite.
 MAX_MB = 1024**3  # a pebibyte
 IMAGE_PLACEHOLDER = "<image>"
+# Host names as DNS labels write them, with the underscores of container and compose service names.
 HOSTNAME = re.compile(r"[a-z0-9_]([a-z0-9_-]*[a-z0-9_])?(\.[a-z0-9_]([a-z0-9_-]*[a-z0-9_])?)*\.?")
 DEFAULT_PORTS = {"http": 80, "https": 443}
 
