@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import os
 from contextlib import asynccontextmanager
@@ -18,8 +19,9 @@ from dsocr.api.middleware.request_ids import REQUEST_ID_HEADER, RequestIdMiddlew
 from dsocr.api.middleware.request_metrics import RequestMetricsMiddleware
 from dsocr.api.middleware.root_path import RootPathMiddleware
 from dsocr.api.openapi import operation_id
-from dsocr.api.routes import artifacts, health, history, modes, ocr, tasks, ui
+from dsocr.api.routes import artifacts, health, history, jobs, modes, ocr, tasks, ui
 from dsocr.engines.loading import ModelPathError, model_source
+from dsocr.jobs.service import JobService
 from dsocr.logs import configure_logging
 from dsocr.pipeline.history import HistoryStore
 from dsocr.pipeline.pdf_workers import PdfWorkers
@@ -29,6 +31,7 @@ from dsocr.serving.admission import Admission
 from dsocr.serving.metrics import Metrics
 from dsocr.serving.factory import make_submitter
 from dsocr.serving.submitter import PageSubmitter
+from dsocr.store.database import DatabaseUrlError
 from settings import EngineChoice, Settings, SettingsError, load_settings, startup_warnings
 
 log = logging.getLogger("deepseek_ocr")
@@ -36,6 +39,7 @@ log = logging.getLogger("deepseek_ocr")
 OCR_PATHS = ("/api/ocr", "/api/ocr/stream")
 OPENAPI_TAGS = [
     {"name": "ocr", "description": "Read a document: an image or a PDF, answered as JSON or as server-sent events"},
+    {"name": "jobs", "description": "Documents read in the background, kept in the database, followed from any replica"},
     {"name": "progress", "description": "Progress tasks the web frontend follows beside its OCR request"},
     {"name": "history", "description": "Results kept by the service, per API key"},
     {"name": "artifacts", "description": "Figure crops and annotated pages of a run (capability URLs)"},
@@ -56,15 +60,22 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         raise
     runs: RunStore = app.state.runs
     history_store = open_history(app)
+    job_service: JobService = app.state.jobs
+    try:
+        await asyncio.to_thread(job_service.open)
+    except Exception as exc:
+        log.error("cannot start: the database %s cannot be used: %s", job_service.database.describe(), exc)
+        raise
     host: PageSubmitter = app.state.model
     host.start(source)
     app.state.pdf_workers.start()
+    await job_service.start()
     drain_on_sigterm(app, host, settings.ocr_shutdown_grace_s)
     reload_keys_on_sighup(app.state.api_keys)
     sweeper = start_sweeping(runs, history_store, settings.ocr_run_ttl_s)
     yield
     sweeper.cancel()
-    await host.stop(settings.ocr_shutdown_grace_s)
+    await asyncio.gather(job_service.stop(settings.ocr_shutdown_grace_s), host.stop(settings.ocr_shutdown_grace_s))
     app.state.pdf_workers.stop()
     if history_store:
         history_store.close()
@@ -111,6 +122,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.tasks = TaskRegistry(MAX_TASKS, TASK_TTL_S, settings.ocr_sse_ping_s)
     app.state.pdf_workers = PdfWorkers(settings.ocr_pdf_workers, settings.ocr_pdf_page_timeout_s,
                                          metrics.pdf_workers_busy)
+    try:
+        app.state.jobs = JobService(settings, app.state.model, app.state.pdf_workers)
+    except DatabaseUrlError as exc:
+        raise SettingsError(str(exc)) from None
     app.state.history = (
         HistoryStore(settings.ocr_history_dir, settings.ocr_history_max, settings.ocr_history_ttl_s,
                      int(settings.ocr_history_max_mb * 1024 * 1024))
@@ -130,14 +145,14 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         CORSMiddleware,
         allow_origins=["*"] if wildcard else settings.allowed_origins,
         allow_credentials=not wildcard,  # with "*", credentials would make Starlette echo any origin
-        allow_methods=["GET", "POST", "OPTIONS"],
+        allow_methods=["GET", "POST", "DELETE", "OPTIONS"],
         allow_headers=["*"],
         expose_headers=[REQUEST_ID_HEADER],
     )
     app.add_middleware(RequestMetricsMiddleware, metrics=metrics, paths=OCR_PATHS)
     app.add_middleware(RequestIdMiddleware, summarised=OCR_PATHS)  # every answer carries the id
     app.add_middleware(RootPathMiddleware, root_path=settings.ocr_root_path)
-    for feature in (health, modes, ocr, tasks, history, artifacts, ui):
+    for feature in (health, modes, ocr, jobs, tasks, history, artifacts, ui):
         app.include_router(feature.router)
     return app
 

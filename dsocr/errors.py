@@ -66,3 +66,10 @@ class ClientGone(ServiceError):
 
     status_code = 499
     reason = "client_disconnected"
+
+
+class Conflict(ServiceError):
+    """The resource is not in a state that allows this (a job's result before it ends, cancelling an ended job)."""
+
+    status_code = 409
+    reason = "conflict"

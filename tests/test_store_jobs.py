@@ -101,7 +101,8 @@ def test_cancel_stops_held_pages(database_url: str) -> None:
     job_id, _ = store.submit("k", "gundam", "p", None, None, [document(pages=3)])
     held = store.claim("w", 1, 30, 3)
     assert store.cancel(job_id, "other") is None
-    assert store.cancel(job_id, "k") == "cancelled"
+    assert store.cancel(job_id, "k") == ("cancelled", True)
+    assert store.cancel(job_id, "k") == ("cancelled", False)
     assert store.renew("w", [held[0].id], 30) == set()  # the worker learns its page is no longer wanted
     assert store.claim("w", 5, 30, 3) == []
     assert store.view(job_id, "k")["status"] == "cancelled"

@@ -70,7 +70,8 @@ def drain_on_sigterm(app: FastAPI, host: PageSubmitter, grace_s: float) -> None:
 
     async def drain() -> None:
         log.info("SIGTERM: draining for up to %g s (DEEPSEEK_OCR_SHUTDOWN_GRACE_S)", grace_s)
-        await host.stop(grace_s)
+        # The job worker claims nothing more; what it holds and cannot finish in time goes back to the queue.
+        await asyncio.gather(app.state.jobs.stop_working(grace_s), host.stop(grace_s))
         stop_server()
 
     def start_draining() -> None:

@@ -11,14 +11,16 @@ from schemas import ErrorOut
 ERROR_DESCRIPTIONS = {
     400: "The upload is empty, corrupt or truncated",
     401: "An API key is required (DEEPSEEK_OCR_API_KEYS) and none or an unknown one was sent",
-    404: "No such entry or file",
+    404: "No such entry, job or file",
+    409: "The job has not ended yet (its result), or has ended already (cancelling it)",
     408: "The upload did not arrive in time (DEEPSEEK_OCR_UPLOAD_TIMEOUT_S, DEEPSEEK_OCR_UPLOAD_MIN_KIB_S)",
     413: "The upload, the image's pixels or the PDF's selected pages are past their limit",
     415: "Not an image or PDF, or not sent as multipart/form-data",
     422: "A field is invalid (mode, prompt, pages), or a PDF is encrypted or renders past its time budget",
     499: "The client left before its answer (seen only in logs and metrics)",
     500: "An internal error; its request id is in the log",
-    503: "The model is loading or failed, the service is draining, or the queue is full (see Retry-After)",
+    503: "The model is loading or failed, the service is draining, the queue is full, or the database is "
+         "unavailable (see Retry-After)",
     504: "The request took longer than DEEPSEEK_OCR_REQUEST_TIMEOUT_S",
 }
 

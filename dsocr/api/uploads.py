@@ -8,6 +8,7 @@ import time
 from dataclasses import dataclass
 
 from starlette.datastructures import UploadFile
+from starlette.exceptions import HTTPException
 from starlette.requests import ClientDisconnect, Request
 from starlette.types import Message, Receive
 
@@ -19,6 +20,7 @@ FORM_OVERHEAD_BYTES = 64 * 1024
 MAX_TEXT_FIELD_BYTES = 64 * 1024
 MAX_TEXT_FIELDS = 16
 FILE_FIELD = "image"
+JOB_FILE_FIELD = "file"
 
 
 # Answers that end reading a body part-way also end the connection: reading on would only feed the sender.
@@ -33,8 +35,9 @@ class UploadPace:
     min_bytes_per_s: float
 
 
-def _too_large(limit: int) -> PayloadTooLarge:
-    return PayloadTooLarge(f"Upload too large: the limit is {limit / (1024 * 1024):g} MB (DEEPSEEK_MAX_IMAGE_MB)",
+def _too_large(limit: int, file_name: str | None = None) -> PayloadTooLarge:
+    which = f"{file_name}: " if file_name else ""
+    return PayloadTooLarge(f"{which}Upload too large: the limit is {limit / (1024 * 1024):g} MB (DEEPSEEK_MAX_IMAGE_MB)",
                            headers=CLOSE)
 
 
@@ -68,26 +71,46 @@ def _guarded(receive: Receive, max_body: int, limit: int, pace: UploadPace) -> R
 
 async def read_upload(request: Request, limit: int, text_fields: tuple[str, ...], pace: UploadPace) -> UploadForm:
     """The `image` file (at most `limit` bytes) and the named text fields of a multipart form."""
+    files, fields = await _read_form(request, FILE_FIELD, 1, limit, text_fields, pace)
+    name, data = files[0]
+    return UploadForm(filename=name, data=data, fields=fields)
+
+
+async def read_job_upload(request: Request, limit: int, max_files: int, text_fields: tuple[str, ...],
+                          pace: UploadPace) -> tuple[list[tuple[str, bytes]], dict[str, str]]:
+    """The `file` parts of a job's form (1 to `max_files`, each at most `limit` bytes) and its text fields."""
+    return await _read_form(request, JOB_FILE_FIELD, max_files, limit, text_fields, pace)
+
+
+async def _read_form(request: Request, file_field: str, max_files: int, limit: int, text_fields: tuple[str, ...],
+                     pace: UploadPace) -> tuple[list[tuple[str, bytes]], dict[str, str]]:
     media_type = request.headers.get("content-type", "").split(";", 1)[0].strip().lower()
     if media_type != "multipart/form-data":
-        raise UnsupportedType("Send the upload as multipart/form-data with the file in the 'image' field")
-    max_body = limit + FORM_OVERHEAD_BYTES
+        raise UnsupportedType(f"Send the upload as multipart/form-data with the file in the '{file_field}' field")
+    max_body = max_files * (limit + FORM_OVERHEAD_BYTES)
     declared = request.headers.get("content-length")
     if declared is not None and declared.isdigit() and int(declared) > max_body:
         raise _too_large(limit)
 
     limited = Request(request.scope, receive=_guarded(request.receive, max_body, limit, pace))
     try:
-        form = await limited.form(max_files=1, max_fields=MAX_TEXT_FIELDS, max_part_size=MAX_TEXT_FIELD_BYTES)
+        form = await limited.form(max_files=max_files, max_fields=MAX_TEXT_FIELDS, max_part_size=MAX_TEXT_FIELD_BYTES)
     except ClientDisconnect:
         raise ClientGone("The client disconnected while sending its upload") from None
+    except HTTPException as exc:  # python-multipart's limits (too many files or fields), as Starlette raises them
+        if file_field != JOB_FILE_FIELD:
+            raise
+        raise PayloadTooLarge(f"{exc.detail} (DEEPSEEK_OCR_MAX_JOB_FILES={max_files})", headers=CLOSE) from None
     try:
-        upload = form.get(FILE_FIELD)
-        if not isinstance(upload, UploadFile):
-            raise InvalidField("The form needs a file in the 'image' field")
-        data = await upload.read(limit + 1)
-        if len(data) > limit:
-            raise _too_large(limit)
+        uploads = form.getlist(file_field)
+        if not uploads or not all(isinstance(upload, UploadFile) for upload in uploads):
+            raise InvalidField(f"The form needs a file in the '{file_field}' field")
+        files = []
+        for upload in uploads:
+            data = await upload.read(limit + 1)
+            if len(data) > limit:
+                raise _too_large(limit, upload.filename)
+            files.append((upload.filename or "", data))
         fields = {}
         for name in text_fields:
             value = form.get(name)
@@ -95,6 +118,6 @@ async def read_upload(request: Request, limit: int, text_fields: tuple[str, ...]
                 raise InvalidField(f"Field '{name}' must be text, not a file")
             if value is not None:
                 fields[name] = value
-        return UploadForm(filename=upload.filename or "", data=data, fields=fields)
+        return files, fields
     finally:
         await form.close()

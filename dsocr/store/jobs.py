@@ -192,7 +192,7 @@ class JobStore:
                 "result": json.loads(row["result"]) if row["result"] else None, "error": row["error"],
             })
         documents = [{**dict(doc), "pages": by_document.get(doc["id"], [])} for doc in docs]
-        return _job_summary(job), documents
+        return {**_job_summary(job), "prompt": job["prompt"]}, documents
 
     def content(self, document_id: str) -> bytes | None:
         with self.db.read() as c:
@@ -377,14 +377,17 @@ class JobStore:
 
     # --- cancelling, removing ----------------------------------------------------------------------------------
 
-    def cancel(self, job_id: str, owner: str) -> str | None:
-        """Cancels the job unless it has ended; returns its status then (None: no such job of this owner)."""
+    def cancel(self, job_id: str, owner: str) -> tuple[str, bool] | None:
+        """Cancels the job unless it has ended; returns its status then, and whether this call cancelled it (None:
+        no such job of this owner)."""
         now = time.time()
         with self.db.write() as c:
             status = c.execute(select(s.jobs.c.status).where(s.jobs.c.id == job_id, s.jobs.c.owner == owner)
                                .with_for_update()).scalar()
-            if status is None or status in FINAL:
-                return status
+            if status is None:
+                return None
+            if status in FINAL:
+                return status, False
             c.execute(update(s.pages).where(s.pages.c.job_id == job_id, s.pages.c.status.in_(("queued", "running")))
                       .values(status="cancelled", finished=now, lease_until=None))
             c.execute(update(s.documents).where(s.documents.c.job_id == job_id,
@@ -392,7 +395,7 @@ class JobStore:
                       .values(status="cancelled", finished=now))
             self._end_job(c, job_id, "cancelled", now)
             self.db.notify(c, job_id)
-        return "cancelled"
+        return "cancelled", True
 
     def remove(self, job_id: str, owner: str) -> list[str] | None:
         """Cancels and deletes the job with everything it holds; returns its documents' run ids (their folders are

@@ -18,7 +18,8 @@ ARTIFACT_TYPES = {".jpg": "image/jpeg", ".jpeg": "image/jpeg", ".png": "image/pn
 })
 async def run_artifact(run_id: str, artifact: str, request: Request) -> FileResponse:
     """A figure crop or annotated page of a finished run, while the run is kept."""
-    path = request.app.state.runs.artifact(run_id, artifact)
+    # A request's run, or a job's document (kept as long as its job).
+    path = request.app.state.runs.artifact(run_id, artifact) or request.app.state.jobs.files.artifact(run_id, artifact)
     if path is None:
         raise NotFound("No such artifact (unknown or expired run, or not a file of it)")
     return FileResponse(path, media_type=ARTIFACT_TYPES.get(path.suffix.lower(), "application/octet-stream"))
