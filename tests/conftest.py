@@ -17,9 +17,9 @@ os.environ.setdefault("HF_MODULES_CACHE", tempfile.mkdtemp(prefix="hf-modules-")
 
 import transformers  # noqa: E402
 
-from app import create_app  # noqa: E402
-from helpers import has_native_classes, make_settings, server_env, wait_ready  # noqa: E402
+from helpers import app_starter, has_native_classes, make_settings, server_env  # noqa: E402
 from live_server import Server, serving  # noqa: E402
+from settings import Settings  # noqa: E402
 from standin_checkpoint import build_standin_checkpoint  # noqa: E402
 
 
@@ -53,30 +53,20 @@ def standin_v2(tmp_path: Path) -> Path:
     return build_standin_checkpoint(tmp_path / "standin-deepseek-ocr-2", family="v2")
 
 
-def _app_starter(runs: Path, request: pytest.FixtureRequest) -> Iterator[Callable[..., TestClient]]:
-    """`start(checkpoint=None, raise_server_exceptions=True, **overrides)`: an app on the tests' settings with
-    `overrides`, its runs in `runs`, lifespan entered and the model loaded; all stopped when the fixture ends.
-    `checkpoint=` picks another checkpoint than the native one."""
-    clients: list[TestClient] = []
+def _settings_for(runs: Path, request: pytest.FixtureRequest) -> Callable[..., Settings]:
+    """The tests' settings with `overrides`, on `checkpoint` or the native one, their runs in `runs`."""
+    def settings_for(checkpoint: Path | None = None, **overrides: object) -> Settings:
+        return make_settings(checkpoint or request.getfixturevalue("native_checkpoint"), runs, **overrides)
 
-    def start(checkpoint: Path | None = None, raise_server_exceptions: bool = True, **overrides: object) -> TestClient:
-        checkpoint = checkpoint or request.getfixturevalue("native_checkpoint")
-        client = TestClient(create_app(make_settings(checkpoint, runs, **overrides)),
-                            raise_server_exceptions=raise_server_exceptions)
-        client.__enter__()
-        clients.append(client)
-        wait_ready(client)
-        return client
-
-    yield start
-    for client in clients:
-        client.__exit__(None, None, None)
+    return settings_for
 
 
 @pytest.fixture
 def start_client(runs_dir: Path, request: pytest.FixtureRequest) -> Iterator[Callable[..., TestClient]]:
-    """Starts apps of the test's own (see _app_starter), for tests that change settings or state."""
-    yield from _app_starter(runs_dir, request)
+    """`start(checkpoint=None, raise_server_exceptions=True, **overrides)`: an app of the test's own on the tests'
+    settings with `overrides` (see helpers.app_starter), for tests that change settings or state. `checkpoint=`
+    picks another checkpoint than the native one."""
+    yield from app_starter(_settings_for(runs_dir, request))
 
 
 @pytest.fixture
@@ -87,10 +77,10 @@ def runs_dir(tmp_path: Path) -> Path:
 
 @pytest.fixture(scope="module")
 def start_module_client(client_runs_dir: Path, request: pytest.FixtureRequest) -> Iterator[Callable[..., TestClient]]:
-    """Starts apps that serve every test of the module from then on (see _app_starter), for tests that only read
+    """Starts apps that serve every test of the module from then on (see helpers.app_starter), for tests that only read
     or set what they read themselves: a test that changes settings or state another test could see (history
     listings, tasks, metrics, files) starts an app of its own with `start_client`."""
-    yield from _app_starter(client_runs_dir, request)
+    yield from app_starter(_settings_for(client_runs_dir, request))
 
 
 @pytest.fixture(scope="module")

@@ -11,9 +11,10 @@ import re
 import socket
 import time
 from pathlib import Path
-from typing import Callable, Iterable
+from typing import Callable, Iterable, Iterator
 
 import httpx
+from fastapi.testclient import TestClient
 from PIL import Image
 
 from settings import Settings, load_settings
@@ -156,6 +157,29 @@ def metric_value(text: str, name: str, **labels: str) -> float:
 def metric(server_url: str, name: str, **labels: str) -> float:
     """One sample of a running server's /metrics (0 when absent)."""
     return metric_value(httpx.get(f"{server_url}/metrics", timeout=30).text, name, **labels)
+
+
+# --- apps ------------------------------------------------------------------------------------------------------
+
+def app_starter(settings_for: Callable[..., Settings]) -> Iterator[Callable[..., TestClient]]:
+    """For a fixture to `yield from`: `start(*args, raise_server_exceptions=True, ready=True, **kwargs)` starts
+    the app on `settings_for(*args, **kwargs)`, lifespan entered and, if `ready`, its model loaded (or failed);
+    every app started is stopped when the fixture ends."""
+    from app import create_app
+
+    clients: list[TestClient] = []
+
+    def start(*args: object, raise_server_exceptions: bool = True, ready: bool = True, **kwargs: object) -> TestClient:
+        client = TestClient(create_app(settings_for(*args, **kwargs)), raise_server_exceptions=raise_server_exceptions)
+        client.__enter__()
+        clients.append(client)
+        if ready:
+            wait_ready(client)
+        return client
+
+    yield start
+    for client in clients:
+        client.__exit__(None, None, None)
 
 
 # --- waiting ---------------------------------------------------------------------------------------------------

@@ -19,10 +19,10 @@ import pytest
 from fastapi.testclient import TestClient
 from PIL import Image
 
-from app import create_app
-from helpers import image_bytes, make_pdf, parse_events, post, wait_until
+from helpers import app_starter, image_bytes, make_pdf, parse_events, post, wait_until
 from live_server import free_port
 from openai_standin import OpenAIStandIn
+from settings import Settings, load_settings
 
 WAIT_S = 30
 PAGE = image_bytes((700, 500))
@@ -38,23 +38,12 @@ def standins() -> Iterator[list[OpenAIStandIn]]:
 
 @pytest.fixture
 def start_vllm_client(tmp_path: Path) -> Iterator[Callable[..., TestClient]]:
-    clients: list[TestClient] = []
+    """`start(urls, ready=True, **overrides)`: the app in front of the vLLM servers at `urls`."""
+    def settings_for(urls: list[str], **overrides: object) -> Settings:
+        return load_settings(ocr_engine="vllm", ocr_vllm_urls=",".join(urls), ocr_runs_dir=tmp_path / "runs",
+                             ocr_history_dir=tmp_path / "history", ocr_vllm_probe_interval_s=0.05, **overrides)
 
-    def start(urls: list[str], wait_ready: bool = True, **overrides: object) -> TestClient:
-        from settings import load_settings
-
-        settings = load_settings(ocr_engine="vllm", ocr_vllm_urls=",".join(urls), ocr_runs_dir=tmp_path / "runs",
-                                 ocr_history_dir=tmp_path / "history", ocr_vllm_probe_interval_s=0.05, **overrides)
-        client = TestClient(create_app(settings))
-        client.__enter__()
-        clients.append(client)
-        if wait_ready:
-            wait_until(lambda: client.get("/health").status_code == 200)
-        return client
-
-    yield start
-    for client in clients:
-        client.__exit__(None, None, None)
+    yield from app_starter(settings_for)
 
 
 def test_a_page_becomes_one_streamed_chat_completion_with_upstreams_sampling(start_vllm_client, standins) -> None:
@@ -156,7 +145,7 @@ def test_a_5xx_before_the_first_token_is_retried_once_on_another_server(start_vl
 def test_with_no_server_up_health_and_ocr_are_503_and_both_recover(start_vllm_client, standins) -> None:
     for server in standins:
         server.script.healthy = False
-    client = start_vllm_client([server.url for server in standins], wait_ready=False)
+    client = start_vllm_client([server.url for server in standins], ready=False)
     wait_until(lambda: client.get("/health").json().get("status") == "error")
     health = client.get("/health")
     assert health.status_code == 503 and all(server.url in health.json()["detail"] for server in standins)
@@ -213,7 +202,7 @@ print(sorted(name for name in ("torch", "transformers") if name in sys.modules))
 
 
 def test_vllm_needs_its_urls_and_says_which_variable() -> None:
-    from settings import SettingsError, load_settings
+    from settings import SettingsError
 
     with pytest.raises(SettingsError, match="DEEPSEEK_OCR_VLLM_URLS"):
         load_settings(ocr_engine="vllm")
