@@ -32,6 +32,15 @@ def convert(args: argparse.Namespace) -> int:
     return run(args)
 
 
+def worker(args: argparse.Namespace) -> int:
+    """Works on jobs without serving HTTP: claims queued pages from the database (DEEPSEEK_OCR_DATABASE_URL) and
+    reads them with the configured model or vLLM servers; the same settings as the service. SIGTERM stops it
+    cleanly: what it holds goes back to the queue."""
+    from dsocr.jobs.standalone import main as work
+
+    return work()
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m dsocr", description=__doc__.split("\n\n")[0])
     commands = parser.add_subparsers(dest="command", required=True)
@@ -45,6 +54,9 @@ def build_parser() -> argparse.ArgumentParser:
     command = commands.add_parser("convert", help="convert images and PDFs to markdown", description=convert.__doc__)
     add_convert_arguments(command)
     command.set_defaults(run=convert)
+
+    command = commands.add_parser("worker", help="work on jobs without serving HTTP", description=worker.__doc__)
+    command.set_defaults(run=worker)
     return parser
 
 

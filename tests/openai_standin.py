@@ -7,6 +7,7 @@ It runs in a thread of the test process on a loopback port (uvicorn), and is sto
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import json
 import socket
 import threading
@@ -33,6 +34,8 @@ class Script:
     error_message: str = "This model's maximum context length is 4096 tokens."
     hold: threading.Event | None = None  # while not set, streams wait before their first piece
     piece_delay_s: float = 0.0
+    # Answer "image <12 hex digits of the image's hash>": a test maps each answer back to the page it read.
+    echo_image: bool = False
 
 
 class OpenAIStandIn:
@@ -99,11 +102,11 @@ class OpenAIStandIn:
             if self.script.fail_status:
                 return JSONResponse({"error": {"message": self.script.error_message, "type": "BadRequestError",
                                                "code": self.script.fail_status}}, status_code=self.script.fail_status)
-            return StreamingResponse(self._stream(request), media_type="text/event-stream")
+            return StreamingResponse(self._stream(request, body), media_type="text/event-stream")
 
         return app
 
-    async def _stream(self, request: Request):
+    async def _stream(self, request: Request, body: dict):
         with self.lock:
             self.active += 1
             self.max_active = max(self.max_active, self.active)
@@ -111,13 +114,14 @@ class OpenAIStandIn:
         try:
             if self.script.hold is not None:  # wait for the test to release the stream
                 await asyncio.to_thread(self.script.hold.wait)
-            for piece in self.script.pieces:
+            pieces = [f"image {image_hash(body)}"] if self.script.echo_image else self.script.pieces
+            for piece in pieces:
                 if self.script.piece_delay_s:
                     await asyncio.sleep(self.script.piece_delay_s)
                 yield _chunk({"choices": [{"index": 0, "delta": {"content": piece}, "finish_reason": None}]})
             yield _chunk({"choices": [{"index": 0, "delta": {}, "finish_reason": self.script.finish_reason}]})
-            yield _chunk({"choices": [], "usage": {"prompt_tokens": 300, "completion_tokens": len(self.script.pieces),
-                                                   "total_tokens": 300 + len(self.script.pieces)}})
+            yield _chunk({"choices": [], "usage": {"prompt_tokens": 300, "completion_tokens": len(pieces),
+                                                   "total_tokens": 300 + len(pieces)}})
             yield b"data: [DONE]\n\n"
             finished = True
         finally:
@@ -127,6 +131,13 @@ class OpenAIStandIn:
                     self.completed += 1
                 else:  # the client closed the stream: vLLM aborts the request
                     self.aborted += 1
+
+
+def image_hash(body: dict) -> str:
+    """12 hex digits of the SHA-256 of the chat request's image URL (the page as the service sent it)."""
+    parts = body["messages"][0]["content"]
+    url = next(part["image_url"]["url"] for part in parts if part.get("type") == "image_url")
+    return hashlib.sha256(url.encode()).hexdigest()[:12]
 
 
 def _chunk(data: dict) -> bytes:
