@@ -199,6 +199,21 @@ def test_settings_and_variables_read_elsewhere_are_not_warned_about() -> None:
     assert startup_warnings(load_settings(ocr_api_keys="k"), environ) == []
 
 
+def test_every_variable_the_code_reads_is_a_setting_or_known_to_be_read_elsewhere() -> None:
+    """Else the startup warning would call a variable the service reads a typo: a new one read outside settings.py
+    belongs in OTHER_VARIABLES."""
+    import re
+
+    from settings import OTHER_VARIABLES, setting_names
+
+    sources = [ROOT / "app.py", ROOT / "start.sh", ROOT / "Containerfile", *sorted((ROOT / "dsocr").rglob("*.py")),
+               *sorted(path for path in (ROOT / "deploy").rglob("*") if path.is_file())]
+    named = {name for path in sources if path.exists()
+             for name in re.findall(r"DEEPSEEK_OCR_[A-Z0-9_]*[A-Z0-9]", path.read_text(errors="replace"))}
+    assert "DEEPSEEK_OCR_MODEL_PATH" in named
+    assert named - set(setting_names()) - OTHER_VARIABLES == set()
+
+
 def test_the_clients_key_variable_on_a_service_without_keys_is_warned_about() -> None:
     [warning] = startup_warnings(load_settings(), {"DEEPSEEK_OCR_API_KEY": "secret"})
     assert "DEEPSEEK_OCR_API_KEYS" in warning and "secret" not in warning
