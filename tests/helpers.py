@@ -16,6 +16,7 @@ from typing import Callable, Iterable, Iterator
 import httpx
 from fastapi.testclient import TestClient
 from PIL import Image
+from prometheus_client import CollectorRegistry
 
 from settings import Settings, load_settings
 
@@ -152,6 +153,11 @@ def metric_value(text: str, name: str, **labels: str) -> float:
     pattern = re.escape(name) + (r"\{" + re.escape(label_text) + r"\}" if labels else "") + r" (\S+)"
     match = re.search(r"^" + pattern + "$", text, re.MULTILINE)
     return float(match.group(1)) if match else 0.0
+
+
+def registry_sample(registry: CollectorRegistry, name: str) -> float:
+    """One series of an in-process Prometheus registry (Metrics().registry), summed over its labels; 0 when absent."""
+    return sum(sample.value for family in registry.collect() for sample in family.samples if sample.name == name)
 
 
 def metric(server_url: str, name: str, **labels: str) -> float:

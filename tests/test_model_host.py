@@ -18,7 +18,7 @@ import pytest
 import torch
 from PIL import Image
 
-from helpers import image_bytes
+from helpers import image_bytes, registry_sample
 from dsocr.catalogue import V2_MODES, ModelFamily, vision_tokens
 from dsocr.errors import ServiceError, Unavailable
 from dsocr.serving.metrics import Metrics
@@ -71,8 +71,8 @@ def run_host(engine: OcrEngine, test: Callable[[LocalHost], object], **settings:
 
 
 def histogram(host: LocalHost, name: str) -> tuple[float, float]:
-    samples = {s.name: s.value for metric in host.scheduler.metrics.registry.collect() for s in metric.samples}
-    return samples.get(f"{name}_count", 0.0), samples.get(f"{name}_sum", 0.0)
+    registry = host.scheduler.metrics.registry
+    return registry_sample(registry, f"{name}_count"), registry_sample(registry, f"{name}_sum")
 
 
 def test_the_model_runs_on_its_own_thread_while_every_other_pool_is_busy() -> None:

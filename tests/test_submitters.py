@@ -19,6 +19,7 @@ from dsocr.serving.local_host import LocalHost
 from dsocr.serving.metrics import Metrics
 from dsocr.serving.submitter import PageSubmitter
 from dsocr.serving.vllm_pool import VllmPool
+from helpers import registry_sample
 from ocr_engine import PageRequest
 from openai_standin import OpenAIStandIn
 from settings import load_settings
@@ -54,8 +55,19 @@ def page(submitter: PageSubmitter, tmp_path: Path) -> PageRequest:
                        mode=submitter.ready_info().modes[-1], work_dir=tmp_path)
 
 
-def metric(metrics: Metrics, name: str) -> float:
-    return sum(s.value for m in metrics.registry.collect() for s in m.samples if s.name == name)
+async def read_then_leave(submitter: PageSubmitter, request: PageRequest, how: str) -> tuple[object, list[str]]:
+    """Submits `request` and, once its first text has come, stops waiting for it: `cancel` the wait, or `abandon`
+    (set the request's `abandoned`). Returns what the submission ended with (its result or exception) and the
+    text pieces heard."""
+    pieces: list[str] = []
+    request.on_text = pieces.append  # called on the model thread
+    reading = asyncio.ensure_future(submitter.submit(request))
+    await until(lambda: bool(pieces))
+    if how == "cancel":
+        reading.cancel()
+    else:
+        request.abandoned.set()
+    return (await asyncio.gather(reading, return_exceptions=True))[0], pieces
 
 
 @pytest.fixture
@@ -110,20 +122,13 @@ def test_the_local_host_stops_a_generation_nobody_waits_for(native_checkpoint: P
 
     async def test(submitter: PageSubmitter) -> None:
         request = page(submitter, tmp_path)
-        pieces: list[str] = []
-        request.on_text = pieces.append  # called on the model thread
-        reading = asyncio.ensure_future(submitter.submit(request))
-        await until(lambda: bool(pieces))
-        if how == "cancel":
-            reading.cancel()
-        else:
-            request.abandoned.set()
-        await asyncio.gather(reading, return_exceptions=True)
-        await until(lambda: metric(metrics, "deepseek_ocr_batch_size_count") == 1 and not host.scheduler.running)
+        await read_then_leave(submitter, request, how)
+        await until(lambda: registry_sample(metrics.registry, "deepseek_ocr_batch_size_count") == 1
+                    and not host.scheduler.running)
         assert request.abandoned.is_set()
 
     serving(host, str(native_checkpoint), test)
-    assert 0 < metric(metrics, "deepseek_ocr_generated_tokens_total") < limit
+    assert 0 < registry_sample(metrics.registry, "deepseek_ocr_generated_tokens_total") < limit
 
 
 @pytest.mark.parametrize("how", ["cancel", "abandon"])
@@ -133,16 +138,7 @@ def test_the_vllm_pool_aborts_a_generation_nobody_waits_for(standin: OpenAIStand
     pool, _ = vllm_pool(standin)
 
     async def test(submitter: PageSubmitter) -> None:
-        request = page(submitter, tmp_path)
-        pieces: list[str] = []
-        request.on_text = pieces.append
-        reading = asyncio.ensure_future(submitter.submit(request))
-        await until(lambda: bool(pieces))
-        if how == "cancel":
-            reading.cancel()
-        else:
-            request.abandoned.set()
-        outcome = (await asyncio.gather(reading, return_exceptions=True))[0]
+        outcome, pieces = await read_then_leave(submitter, page(submitter, tmp_path), how)
         if how == "abandon":  # the text so far, cut short
             assert outcome[0].finish_reason == "length" and len(pieces) < 400
         await until(lambda: standin.aborted == 1)
