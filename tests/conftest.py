@@ -19,6 +19,7 @@ import transformers  # noqa: E402
 
 from helpers import app_starter, has_native_classes, make_settings, server_env  # noqa: E402
 from live_server import Server, serving  # noqa: E402
+from openai_standin import OpenAIStandIn  # noqa: E402
 from settings import Settings  # noqa: E402
 from standin_checkpoint import build_standin_checkpoint  # noqa: E402
 
@@ -101,6 +102,14 @@ def real_server(native_checkpoint: Path, tmp_path_factory: pytest.TempPathFactor
     env = server_env(native_checkpoint, tmp_path_factory.mktemp("real-server-runs"), DEEPSEEK_OCR_MAX_NEW_TOKENS="8")
     with serving(env) as server:
         yield server
+
+
+@pytest.fixture
+def openai_standin() -> Iterator[OpenAIStandIn]:
+    """A stand-in vLLM server (an OpenAI-compatible one that records what it receives; see openai_standin.py)."""
+    server = OpenAIStandIn().start()
+    yield server
+    server.stop()
 
 
 @pytest.fixture

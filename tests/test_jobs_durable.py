@@ -9,7 +9,6 @@ import json
 import sqlite3
 from collections import Counter
 from pathlib import Path
-from typing import Iterator
 
 import httpx
 import pytest
@@ -22,14 +21,10 @@ FINAL = ("succeeded", "partial", "failed", "cancelled")
 
 
 @pytest.fixture
-def standin() -> Iterator[OpenAIStandIn]:
-    server = OpenAIStandIn().start()
-    server.script.echo_image = True
-    server.script.piece_delay_s = 0.05  # a page takes a moment: there is something to kill mid-way
-    try:
-        yield server
-    finally:
-        server.stop()
+def standin(openai_standin: OpenAIStandIn) -> OpenAIStandIn:
+    openai_standin.script.echo_image = True
+    openai_standin.script.piece_delay_s = 0.05  # a page takes a moment: there is something to kill mid-way
+    return openai_standin
 
 
 def service_env(standin: OpenAIStandIn, data_dir: Path, replica: str, **extra: str) -> dict[str, str]:

@@ -8,7 +8,7 @@ from __future__ import annotations
 import asyncio
 import time
 from pathlib import Path
-from typing import Awaitable, Callable, Iterator, TypeVar
+from typing import Awaitable, Callable, TypeVar
 
 import pytest
 from PIL import Image
@@ -70,22 +70,15 @@ async def read_then_leave(submitter: PageSubmitter, request: PageRequest, how: s
     return (await asyncio.gather(reading, return_exceptions=True))[0], pieces
 
 
-@pytest.fixture
-def standin() -> Iterator[OpenAIStandIn]:
-    server = OpenAIStandIn().start()
-    yield server
-    server.stop()
-
-
 def local_host(checkpoint: Path, max_new_tokens: int) -> tuple[LocalHost, Metrics]:
     metrics = Metrics()
     settings = load_settings(ocr_model_path=str(checkpoint), ocr_max_new_tokens=max_new_tokens, ocr_batch_wait_ms=0)
     return LocalHost(settings, metrics), metrics
 
 
-def vllm_pool(standin: OpenAIStandIn) -> tuple[VllmPool, Metrics]:
+def vllm_pool(openai_standin: OpenAIStandIn) -> tuple[VllmPool, Metrics]:
     metrics = Metrics()
-    settings = load_settings(ocr_engine="vllm", ocr_vllm_urls=standin.url, ocr_vllm_probe_interval_s=0.05)
+    settings = load_settings(ocr_engine="vllm", ocr_vllm_urls=openai_standin.url, ocr_vllm_probe_interval_s=0.05)
     return VllmPool(settings, metrics), metrics
 
 
@@ -102,8 +95,8 @@ def test_the_local_host_reads_a_bare_page_request(native_checkpoint: Path, tmp_p
     assert timings.inference_ms > 0
 
 
-def test_the_vllm_pool_reads_a_bare_page_request(standin: OpenAIStandIn, tmp_path: Path) -> None:
-    pool, _ = vllm_pool(standin)
+def test_the_vllm_pool_reads_a_bare_page_request(openai_standin: OpenAIStandIn, tmp_path: Path) -> None:
+    pool, _ = vllm_pool(openai_standin)
     heard: list[str] = []
 
     async def test(submitter: PageSubmitter) -> tuple:
@@ -112,7 +105,7 @@ def test_the_vllm_pool_reads_a_bare_page_request(standin: OpenAIStandIn, tmp_pat
     result, _ = serving(pool, "", test)
     assert heard == ["started"]
     assert (result.raw_text, result.finish_reason) == ("# Title\n\nSome text.", "stop")
-    assert standin.bodies[0]["messages"][0]["content"][1]["text"] == "Free OCR."
+    assert openai_standin.bodies[0]["messages"][0]["content"][1]["text"] == "Free OCR."
 
 
 @pytest.mark.parametrize("how", ["cancel", "abandon"])
@@ -132,19 +125,19 @@ def test_the_local_host_stops_a_generation_nobody_waits_for(native_checkpoint: P
 
 
 @pytest.mark.parametrize("how", ["cancel", "abandon"])
-def test_the_vllm_pool_aborts_a_generation_nobody_waits_for(standin: OpenAIStandIn, tmp_path: Path, how: str) -> None:
-    standin.script.pieces = ["piece "] * 400
-    standin.script.piece_delay_s = 0.05
-    pool, _ = vllm_pool(standin)
+def test_the_vllm_pool_aborts_a_generation_nobody_waits_for(openai_standin: OpenAIStandIn, tmp_path: Path, how: str) -> None:
+    openai_standin.script.pieces = ["piece "] * 400
+    openai_standin.script.piece_delay_s = 0.05
+    pool, _ = vllm_pool(openai_standin)
 
     async def test(submitter: PageSubmitter) -> None:
         outcome, pieces = await read_then_leave(submitter, page(submitter, tmp_path), how)
         if how == "abandon":  # the text so far, cut short
             assert outcome[0].finish_reason == "length" and len(pieces) < 400
-        await until(lambda: standin.aborted == 1)
+        await until(lambda: openai_standin.aborted == 1)
 
     serving(pool, "", test)
-    assert standin.completed == 0
+    assert openai_standin.completed == 0
 
 
 def test_a_page_submitted_while_the_model_loads_is_refused_with_a_retry_after(tmp_path: Path) -> None:
