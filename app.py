@@ -23,7 +23,6 @@ from dsocr.api.routes import artifacts, health, history, jobs, modes, ocr, tasks
 from dsocr.engines.loading import ModelPathError, model_source
 from dsocr.jobs.service import JobService
 from dsocr.logs import configure_logging
-from dsocr.pipeline.history import HistoryStore
 from dsocr.pipeline.pdf_workers import PdfWorkers
 from dsocr.pipeline.progress import TaskRegistry
 from dsocr.pipeline.runs import RunStore, RunsDirError
@@ -31,7 +30,10 @@ from dsocr.serving.admission import Admission
 from dsocr.serving.metrics import Metrics
 from dsocr.serving.factory import make_submitter
 from dsocr.serving.submitter import PageSubmitter
-from dsocr.store.database import DatabaseUrlError
+from dsocr.store.changes import Changes
+from dsocr.store.database import Database, DatabaseUrlError
+from dsocr.store.history import HistoryStore
+from dsocr.store.migrations import migrate
 from settings import EngineChoice, Settings, SettingsError, load_settings, startup_warnings
 
 log = logging.getLogger("deepseek_ocr")
@@ -59,13 +61,16 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         log.error("cannot start: %s", exc)
         raise
     runs: RunStore = app.state.runs
-    history_store = open_history(app)
-    job_service: JobService = app.state.jobs
+    database: Database = app.state.database
     try:
-        await asyncio.to_thread(job_service.open)
+        version = await asyncio.to_thread(migrate, database)
     except Exception as exc:
-        log.error("cannot start: the database %s cannot be used: %s", job_service.database.describe(), exc)
+        log.error("cannot start: the database %s cannot be used: %s", database.describe(), exc)
         raise
+    log.info("database %s at schema version %d", database.describe(), version)
+    app.state.changes.start()
+    history_store = await asyncio.to_thread(open_history, app)
+    job_service: JobService = app.state.jobs
     host: PageSubmitter = app.state.model
     host.start(source)
     app.state.pdf_workers.start()
@@ -77,8 +82,8 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     sweeper.cancel()
     await asyncio.gather(job_service.stop(settings.ocr_shutdown_grace_s), host.stop(settings.ocr_shutdown_grace_s))
     app.state.pdf_workers.stop()
-    if history_store:
-        history_store.close()
+    await app.state.changes.stop()
+    database.close()
     if app.state.exit_code:
         logging.shutdown()
         os._exit(app.state.exit_code)  # a model that cannot serve: exit non-zero, so that the process is restarted
@@ -123,12 +128,15 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.pdf_workers = PdfWorkers(settings.ocr_pdf_workers, settings.ocr_pdf_page_timeout_s,
                                          metrics.pdf_workers_busy)
     try:
-        app.state.jobs = JobService(settings, app.state.model, app.state.pdf_workers)
+        app.state.database = database = Database(settings.ocr_database_url, settings.ocr_data_dir)
     except DatabaseUrlError as exc:
         raise SettingsError(str(exc)) from None
+    app.state.changes = changes = Changes(database)
+    app.state.jobs = JobService(settings, database, changes, app.state.model, app.state.pdf_workers)
+    megabytes = 1024 * 1024
     app.state.history = (
-        HistoryStore(settings.ocr_history_dir, settings.ocr_history_max, settings.ocr_history_ttl_s,
-                     int(settings.ocr_history_max_mb * 1024 * 1024))
+        HistoryStore(database, settings.ocr_history_dir, settings.ocr_history_max, settings.ocr_history_ttl_s,
+                     int(settings.ocr_history_max_mb * megabytes), int(settings.ocr_history_total_mb * megabytes))
         if settings.ocr_history
         else None
     )

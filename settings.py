@@ -135,6 +135,7 @@ class Settings(BaseSettings):
     ocr_history_max: int = Field(500, ge=1)
     ocr_history_ttl_s: float = Field(604800, gt=0)  # a week
     ocr_history_max_mb: float = Field(2048, gt=0, le=MAX_MB)
+    ocr_history_total_mb: float = Field(8192, gt=0, le=MAX_MB)  # all keys together
 
     # Operating it: the page at /, the path prefix behind a proxy, logs, stream keep-alives.
     ocr_ui: bool = True

@@ -324,7 +324,17 @@ def test_history_keeps_at_most_the_configured_entries_oldest_removed_first(start
     ids = [seed_upload(client, image_bytes()).json()["historyId"] for _ in range(3)]
     assert [item["id"] for item in client.get("/api/history").json()["items"]] == ids[:0:-1]
     assert client.get(f"/api/history/{ids[0]}").status_code == 404
-    assert sorted(p.stem for p in (tmp_path / "history" / "results").iterdir()) == sorted(ids[1:])
+    assert sorted(kept_history(client)) == sorted(ids[1:])  # removed from the database, not only hidden
+
+
+def kept_history(client) -> dict[str, int]:
+    """The history's rows in the service's database: id → bytes."""
+    from sqlalchemy import select
+
+    from dsocr.store import schema
+
+    with client.app.state.database.read() as c:
+        return dict(c.execute(select(schema.history.c.id, schema.history.c.bytes)).all())
 
 
 def test_history_entries_expire_after_the_ttl(start_client, tmp_path: Path) -> None:
@@ -332,21 +342,20 @@ def test_history_entries_expire_after_the_ttl(start_client, tmp_path: Path) -> N
 
     client = start_client(ocr_history_ttl_s=3600)
     old, new = (seed_upload(client, image_bytes()).json()["historyId"] for _ in range(2))
-    with sqlite3.connect(tmp_path / "history" / "history.sqlite3") as db:
-        db.execute("UPDATE entries SET created = created - 7200 WHERE id = ?", (old,))
+    with sqlite3.connect(tmp_path / "data" / "dsocr.sqlite3") as db:
+        db.execute("UPDATE history SET created = created - 7200 WHERE id = ?", (old,))
     assert [item["id"] for item in client.get("/api/history").json()["items"]] == [new]
     assert client.get(f"/api/history/{old}").status_code == 404
     client.app.state.history.prune()
-    assert not (tmp_path / "history" / "results" / f"{old}.json").exists()
+    assert old not in kept_history(client)
 
 
 def test_a_history_that_cannot_be_written_never_fails_the_answer(start_client, tmp_path: Path) -> None:
+    import sqlite3
+
     client = start_client()  # its own app: its history is broken below
-    results = tmp_path / "history" / "results"
-    for entry in results.iterdir():
-        entry.unlink()
-    results.rmdir()
-    results.write_text("a file where the results folder was")
+    with sqlite3.connect(tmp_path / "data" / "dsocr.sqlite3") as db:
+        db.execute("DROP TABLE history")
     response = seed_upload(client, image_bytes())
     assert response.status_code == 200
     assert response.json()["historyId"] is None and response.json()["rawText"]
@@ -355,7 +364,7 @@ def test_a_history_that_cannot_be_written_never_fails_the_answer(start_client, t
 def test_history_keeps_under_its_size_cap_oldest_removed_first(start_client, tmp_path: Path) -> None:
     client = start_client(ocr_history_max_mb=0.05)  # about two of these answers (some 20 KB each)
     ids = [seed_upload(client, image_bytes((1000, 800))).json()["historyId"] for _ in range(4)]
-    sizes = sum(p.stat().st_size for p in (tmp_path / "history" / "results").iterdir())
+    sizes = sum(kept_history(client).values())
     listed = [item["id"] for item in client.get("/api/history").json()["items"]]
     assert sizes <= 0.05 * 1024 * 1024 and listed == ids[::-1][:len(listed)] and 0 < len(listed) < 4
 

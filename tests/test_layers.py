@@ -97,6 +97,8 @@ def folder_of(module: str) -> str:
     service's design names, and dsocr/), since they import each other."""
     if layer_of(module) == "shared":
         return "(shared)"
+    if module == "dsocr.__main__":  # an entry point, like app.py, though it lives in dsocr/ beside engine modules
+        return "(top level)"
     path = module_files()[module].relative_to(ROOT).parent
     return str(path) if str(path) != "." else "(top level)"
 

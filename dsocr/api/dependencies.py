@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from fastapi import Depends, Request
 
-from dsocr.pipeline.history import HistoryStore
+from dsocr.store.history import HistoryStore
 from dsocr.serving.submitter import PageSubmitter
 from ocr_engine import EngineInfo
 from settings import Settings

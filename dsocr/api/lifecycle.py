@@ -12,10 +12,10 @@ from typing import Callable
 from fastapi import FastAPI
 
 from dsocr.api.middleware.auth import ApiKeys
-from dsocr.pipeline.history import HistoryStore
+from dsocr.store.history import HistoryStore
 from dsocr.pipeline.runs import RunStore
 from dsocr.serving.submitter import PageSubmitter
-from dsocr.serving.workers import in_worker
+from dsocr.store.changes import in_store
 from settings import SettingsError
 
 log = logging.getLogger("deepseek_ocr")
@@ -101,6 +101,6 @@ async def sweep(runs: RunStore, history_store: HistoryStore | None, interval_s: 
             if housekeeping is None:
                 continue
             try:
-                await in_worker(housekeeping)
+                await in_store(housekeeping)
             except Exception:
                 log.exception("housekeeping (%s) failed; trying again in %g s", housekeeping.__qualname__, interval_s)

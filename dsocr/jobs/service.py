@@ -8,7 +8,7 @@ import asyncio
 import logging
 import socket
 
-from dsocr.jobs.changes import Changes, in_store
+from dsocr.store.changes import Changes, in_store
 from dsocr.jobs.webhooks import WebhookSender
 from dsocr.jobs.worker import JobWorker
 from dsocr.pipeline.pdf_workers import PdfWorkers
@@ -16,7 +16,6 @@ from dsocr.pipeline.stored_pages import JobFiles, StoredPageReader
 from dsocr.serving.submitter import PageSubmitter
 from dsocr.store.database import Database
 from dsocr.store.jobs import JobStore
-from dsocr.store.migrations import migrate
 from settings import Settings
 
 log = logging.getLogger("deepseek_ocr.jobs")
@@ -40,12 +39,12 @@ def replica_id(settings: Settings) -> str:
 
 
 class JobService:
-    def __init__(self, settings: Settings, submitter: PageSubmitter, pdf_workers: PdfWorkers,
-                 work: bool | None = None) -> None:
+    def __init__(self, settings: Settings, database: Database, changes: Changes, submitter: PageSubmitter,
+                 pdf_workers: PdfWorkers, work: bool | None = None) -> None:
         self.settings = settings
-        self.database = Database(settings.ocr_database_url, settings.ocr_data_dir)
-        self.store = JobStore(self.database, settings.ocr_max_queued_job_pages)
-        self.changes = Changes(self.database)
+        self.database = database
+        self.store = JobStore(database, settings.ocr_max_queued_job_pages)
+        self.changes = changes
         self.files = JobFiles(settings.ocr_data_dir)
         reader = StoredPageReader(submitter, settings, pdf_workers, self.files)
         self.worker = JobWorker(self.store, self.changes, reader, replica_id(settings),
@@ -54,13 +53,7 @@ class JobService:
         self.webhooks = WebhookSender(self.store, self.changes, settings.ocr_webhook_secret, settings.ocr_webhook_hosts)
         self.tasks: list[asyncio.Task] = []
 
-    def open(self) -> None:
-        """Migrates the database (under a lock: replicas starting together migrate once). Synchronous."""
-        version = migrate(self.database)
-        log.info("database %s at schema version %d", self.database.describe(), version)
-
     async def start(self) -> None:
-        self.changes.start()
         if self.worker is not None:
             await self.worker.start()
         self.webhooks.start()
@@ -77,8 +70,6 @@ class JobService:
             task.cancel()
         await asyncio.gather(*self.tasks, return_exceptions=True)
         await self.webhooks.stop()
-        await self.changes.stop()
-        self.database.close()
 
     async def _sweep(self) -> None:
         max_bytes = int(self.settings.ocr_jobs_max_mb * 1024 * 1024)

@@ -15,6 +15,9 @@ from dsocr.logs import configure_logging
 from dsocr.pipeline.pdf_workers import PdfWorkers
 from dsocr.serving.factory import make_submitter
 from dsocr.serving.metrics import Metrics
+from dsocr.store.changes import Changes
+from dsocr.store.database import Database
+from dsocr.store.migrations import migrate
 from settings import EngineChoice, Settings
 
 log = logging.getLogger("deepseek_ocr.jobs")
@@ -25,8 +28,12 @@ async def work_on_jobs(settings: Settings) -> int:
     metrics = Metrics()
     submitter = make_submitter(settings, metrics)
     pdf_workers = PdfWorkers(settings.ocr_pdf_workers, settings.ocr_pdf_page_timeout_s, metrics.pdf_workers_busy)
-    service = JobService(settings, submitter, pdf_workers, work=True)
-    await asyncio.to_thread(service.open)
+    database = Database(settings.ocr_database_url, settings.ocr_data_dir)
+    version = await asyncio.to_thread(migrate, database)
+    log.info("database %s at schema version %d", database.describe(), version)
+    changes = Changes(database)
+    changes.start()
+    service = JobService(settings, database, changes, submitter, pdf_workers, work=True)
     source = "" if settings.ocr_engine is EngineChoice.vllm else await asyncio.to_thread(model_source, settings)
     stop = asyncio.Event()
     exit_code = 0
@@ -48,6 +55,8 @@ async def work_on_jobs(settings: Settings) -> int:
     log.info("worker: stopping (up to %g s for the pages in hand)", settings.ocr_shutdown_grace_s)
     await asyncio.gather(service.stop(settings.ocr_shutdown_grace_s), submitter.stop(settings.ocr_shutdown_grace_s))
     pdf_workers.stop()
+    await changes.stop()
+    database.close()
     return exit_code
 
 

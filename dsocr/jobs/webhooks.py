@@ -15,7 +15,7 @@ from urllib.parse import urlsplit
 import httpx
 
 from dsocr.errors import InvalidField
-from dsocr.jobs.changes import Changes, in_store
+from dsocr.store.changes import Changes, in_store
 from dsocr.store.jobs import JobStore
 
 log = logging.getLogger("deepseek_ocr.webhooks")

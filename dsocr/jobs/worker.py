@@ -11,7 +11,7 @@ from collections import OrderedDict
 from typing import Any, Protocol
 
 from dsocr.errors import ServiceError
-from dsocr.jobs.changes import Changes, in_store
+from dsocr.store.changes import Changes, in_store
 from dsocr.pipeline.stored_pages import StoredPage
 from dsocr.store.jobs import ClaimedPage, JobStore
 

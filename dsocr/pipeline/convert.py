@@ -6,8 +6,9 @@ from __future__ import annotations
 import asyncio
 import logging
 
-from dsocr.serving.workers import in_worker, in_worker_later
-from dsocr.pipeline.history import HistoryStore, new_entry_id
+from dsocr.serving.workers import in_worker
+from dsocr.store.changes import in_store
+from dsocr.store.history import HistoryStore, new_entry_id
 from dsocr.pipeline.ocr_request import OcrInput
 from dsocr.pipeline.pages import EventSink, read_document
 from dsocr.pipeline.progress import TaskReporter
@@ -16,6 +17,9 @@ from dsocr.serving.submitter import PageSubmitter
 from schemas import OcrResponse
 
 log = logging.getLogger("deepseek_ocr")
+
+# The longest an answer waits for the history to keep its result.
+HISTORY_WRITE_WAIT_S = 3.0
 
 
 async def convert(
@@ -48,19 +52,30 @@ async def convert(
 
 
 async def remember(history: HistoryStore | None, response: OcrResponse, owner: str = "") -> OcrResponse:
-    """The result with its `historyId`, once kept; a history that cannot be written never fails the answer. A
-    request that ends meanwhile (its deadline, its client gone) leaves no entry: nobody got that answer."""
+    """The result with its `historyId`, once kept; a history that cannot be written (or not within
+    HISTORY_WRITE_WAIT_S: a locked or slow database) never fails or holds up the answer, which then names no
+    history id. A request that ends meanwhile (its deadline, its client gone), or a write that comes too late,
+    leaves no entry: nobody got that id."""
     if history is None:
         return response
     entry_id = new_entry_id()
     kept = response.model_copy(update={"history_id": entry_id})
-    adding = asyncio.ensure_future(in_worker(history.add, entry_id, kept.model_dump(by_alias=True), owner))
+    adding = asyncio.ensure_future(in_store(history.add, entry_id, kept.model_dump(by_alias=True), owner))
+
+    def forget(_: asyncio.Future) -> None:
+        asyncio.ensure_future(in_store(history.remove, entry_id))
+
     try:
-        await asyncio.shield(adding)
+        stored = await asyncio.wait_for(asyncio.shield(adding), HISTORY_WRITE_WAIT_S)
     except asyncio.CancelledError:
-        adding.add_done_callback(lambda _: in_worker_later(history.remove, entry_id))
+        adding.add_done_callback(forget)
         raise
-    except Exception:
-        log.exception("could not keep the result in the history")
+    except asyncio.TimeoutError:
+        log.warning("the history did not take the result within %g s; answered without a history id",
+                    HISTORY_WRITE_WAIT_S)
+        adding.add_done_callback(forget)
         return response
-    return kept
+    except Exception as exc:
+        log.warning("could not keep the result in the history: %s", getattr(exc, "detail", exc))
+        return response
+    return kept if stored else response

@@ -10,12 +10,12 @@ from urllib.parse import quote
 from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import JSONResponse, Response
 
-from dsocr.serving.workers import in_worker
+from dsocr.store.changes import in_store
 from dsocr.api.middleware.auth import client_owner
 from dsocr.api.dependencies import get_history
 from dsocr.api.openapi import API_ERRORS, errors
 from dsocr.errors import NotFound
-from dsocr.pipeline.history import HistoryStore
+from dsocr.store.history import HistoryStore
 from schemas import HistoryItem, HistoryList, OcrResponse
 
 router = APIRouter(tags=["history"], responses=errors(*API_ERRORS))
@@ -45,12 +45,12 @@ async def history_list(
     """Kept results, newest first (empty when DEEPSEEK_OCR_HISTORY is off); with API keys, the key's own."""
     if history is None:
         return HistoryList(items=[])
-    rows = await in_worker(history.list, limit, client_owner(request))
+    rows = await in_store(history.list, limit, client_owner(request))
     return HistoryList(items=[HistoryItem(**row) for row in rows])
 
 
 async def _history_entry(request: Request, entry_id: str, history: HistoryStore | None) -> dict:
-    entry = await in_worker(history.get, entry_id, client_owner(request)) if history else None
+    entry = await in_store(history.get, entry_id, client_owner(request)) if history else None
     if entry is None:
         raise NotFound("No such history entry (unknown or expired)")
     return entry

@@ -21,7 +21,7 @@ from dsocr.api.openapi import API_ERRORS, errors
 from dsocr.api.sse import KEEPALIVE, SSE_HEADERS, sse
 from dsocr.api.uploads import UploadPace, read_job_upload
 from dsocr.errors import Conflict, InvalidField, NotFound, ServiceError
-from dsocr.jobs.changes import Changes, in_store
+from dsocr.store.changes import Changes, in_store
 from dsocr.jobs.results import document_answer
 from dsocr.jobs.webhooks import check_callback_url
 from dsocr.pipeline.ocr_request import UploadForm, check_ocr_request

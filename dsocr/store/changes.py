@@ -11,7 +11,7 @@ from typing import Any, Callable, TypeVar
 
 from dsocr.store.database import CHANNEL, Database
 
-log = logging.getLogger("deepseek_ocr.jobs")
+log = logging.getLogger("deepseek_ocr.store")
 
 T = TypeVar("T")
 # How often a waiter looks again without news: SQLite's only way to see another process's writes; on PostgreSQL
