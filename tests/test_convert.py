@@ -8,23 +8,24 @@ from __future__ import annotations
 import asyncio
 import io
 import json
-import os
-import signal
+import re
 import subprocess
 import sys
-from email.utils import format_datetime
+from collections.abc import Iterator
 from datetime import datetime, timedelta, timezone
-from pathlib import Path, PurePosixPath
+from email.utils import format_datetime
+from pathlib import Path
 
 import httpx
 import pytest
 
-from dsocr.cli.display import PlainLines, Report, summary
+from dsocr.cli.display import PlainLines, ProgressBar, Report, display_for, summary
 from dsocr.cli.jobs_client import BACKOFF_FIRST_S, CONNECTION_TRIES, JobsClient, RequestFailed, retry_after_s
 from dsocr.cli.ledger import LEDGER_NAME, Ledger
 from dsocr.cli.outputs import write_outputs
 from dsocr.cli.walking import find_documents, output_bases
-from helpers import ROOT, image_bytes, make_pdf
+from helpers import ROOT, TEST_MAX_NEW_TOKENS, image_bytes, make_pdf, server_env, subprocess_env, wait_until
+from live_server import Server, serving
 
 # --- the tree every test converts ------------------------------------------------------------------------------
 
@@ -34,8 +35,10 @@ GOOD = {  # input (relative to the tree) -> the markdown it gives (relative to t
     "a/b/report.pdf": "a/b/report.md",
     "a/b/untitled": "a/b/untitled.md",  # a PDF without an extension, known by its content
 }
+PAGES = {"cover.png": 1, "a/scan.jpg": 1, "a/b/report.pdf": 2, "a/b/untitled": 1}
 BROKEN = "a/broken.pdf"
 TEXT = "a/b/notes.txt"
+CONVERT_TIMEOUT_S = 600
 
 
 def make_tree(root: Path) -> Path:
@@ -229,6 +232,27 @@ def test_figures_are_downloaded_beside_the_markdown_which_links_to_them(tmp_path
     assert sorted(p.name for p in target.parent.iterdir()) == ["report.json", "report.md", "report_figures"]
 
 
+class Terminal(io.StringIO):
+    def isatty(self) -> bool:
+        return True
+
+
+def test_a_terminal_gets_bars_of_documents_and_pages_with_failures_above_them() -> None:
+    screen = Terminal()
+    bar = display_for(screen)
+    assert isinstance(bar, ProgressBar) and isinstance(display_for(io.StringIO()), PlainLines)
+    bar.start(3)
+    bar.add_pages(4)
+    bar.pages_done(1)
+    bar.pages_done(2)
+    bar.done("docs/a.pdf", "converted, 3 pages -> md/a.md")
+    bar.done("docs/b.pdf", "failed: b.pdf: broken (HTTP 400)")
+    bar.stop()
+    drawn = screen.getvalue()
+    assert "docs/b.pdf: failed: b.pdf: broken (HTTP 400)" in drawn and "docs/a.pdf" not in drawn
+    assert "2/3" in drawn and "3/4" in drawn and "pages/s" in drawn
+
+
 def test_plain_lines_and_the_summary_name_every_failure() -> None:
     stream = io.StringIO()
     lines = PlainLines(stream)
@@ -242,3 +266,120 @@ def test_plain_lines_and_the_summary_name_every_failure() -> None:
     assert summary(report, "md") == (
         "Converted 1 document (1 page) into md, skipped 1 (up to date), failed 1; ignored 1 file that is neither "
         "an image nor a PDF.\nFailed:\n  docs/b.pdf: broken")
+
+
+# --- against the real server, and in-process -------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def jobs_server(native_checkpoint: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+    """The real server on the tiny checkpoint, its database in a folder of its own."""
+    folder = tmp_path_factory.mktemp("convert-server")
+    env = server_env(native_checkpoint, folder / "runs", DEEPSEEK_OCR_DATA_DIR=str(folder / "data"),
+                     DEEPSEEK_OCR_MAX_NEW_TOKENS=str(TEST_MAX_NEW_TOKENS))
+    with serving(env) as server:
+        yield server
+
+
+def convert_command(*args: str) -> list[str]:
+    return [sys.executable, "-m", "dsocr", "convert", *args]
+
+
+def convert(*args: str, cwd: Path = ROOT, **env: str) -> subprocess.CompletedProcess:
+    """The command in a process of its own, its output a pipe (not a terminal), as a script runs it."""
+    return subprocess.run(convert_command(*args), check=False, cwd=cwd, capture_output=True, text=True,
+                          timeout=CONVERT_TIMEOUT_S, env=subprocess_env(PYTHONPATH=str(ROOT), **env))
+
+
+def job_ids(server: Server) -> set[str]:
+    answer = httpx.get(f"{server.url}/api/jobs", params={"limit": 100}, timeout=30)
+    assert answer.status_code == 200, answer.text
+    return {job["jobId"] for job in answer.json()["jobs"]}
+
+
+def api_requests(server: Server) -> list[str]:
+    """The requests to /api/ the server's access log shows so far."""
+    return re.findall(r'"(?:GET|POST|DELETE) /api/[^"]*"', server.output())
+
+
+def markdown_files(out: Path) -> dict[str, str]:
+    return {path.relative_to(out).as_posix(): path.read_text() for path in sorted(out.rglob("*.md"))}
+
+
+def assert_mirrored(tree: Path, out: Path, run: subprocess.CompletedProcess, with_json: bool) -> None:
+    """Every good document converted, where the tree has it; the broken one named, with the server's reason."""
+    assert run.returncode == 1, run.stdout + run.stderr
+    assert sorted(markdown_files(out)) == sorted(GOOD.values()), run.stdout + run.stderr
+    for source, markdown in GOOD.items():
+        if with_json:
+            answer = json.loads((out / markdown).with_suffix(".json").read_text())
+            assert answer["fileName"] == Path(source).name and answer["status"] == "succeeded"
+            assert len(answer["pages"]) == PAGES[source]
+            assert (out / markdown).read_text() == answer["text"]
+    failed = run.stdout[run.stdout.index("\nFailed:\n"):]
+    assert f"  {tree / BROKEN}: broken.pdf: " in failed and "(HTTP 400)" in failed, run.stdout
+    assert str(tree / TEXT) not in run.stdout  # ignored, counted
+    assert "ignored 1 file that is neither an image nor a PDF" in run.stdout
+
+
+def test_a_tree_converts_through_a_server_and_a_second_run_sends_nothing(jobs_server: Server, tmp_path: Path) -> None:
+    tree, out = make_tree(tmp_path / "docs"), tmp_path / "md"
+    before = job_ids(jobs_server)
+    run = convert(str(tree), "--server", jobs_server.url, "--out", str(out), "--json")
+    assert_mirrored(tree, out, run, with_json=True)
+    assert len(job_ids(jobs_server) - before) == len(GOOD)  # one job a document; the broken one was refused
+    # Not a terminal: plain lines, one per document, and no bar drawn.
+    progress = [line for line in run.stdout.splitlines() if line.startswith("[")]
+    assert [line.split("]")[0] for line in progress] == [f"[{n}/{len(GOOD) + 1}" for n in range(1, len(GOOD) + 2)]
+    named = {line.split("] ", 1)[1].split(": ")[0] for line in progress}
+    assert named == {str(tree / name) for name in [*GOOD, BROKEN]}
+    assert "\x1b" not in run.stdout and "Converted 4 documents (5 pages)" in run.stdout
+
+    written = {path: path.stat().st_mtime_ns for path in out.rglob("*.md")}
+    requests = api_requests(jobs_server)
+    assert sum('"POST /api/jobs ' in request for request in requests) >= len(GOOD) + 1  # the log shows them
+    again = convert(str(tree), "--server", jobs_server.url, "--out", str(out), "--json")
+    assert again.returncode == 1 and "skipped 4 (up to date)" in again.stdout, again.stdout + again.stderr
+    assert f"{tree / BROKEN}: broken.pdf: " in again.stdout and "not sent again" in again.stdout
+    assert api_requests(jobs_server) == requests  # not one request, for the converted files nor the broken one
+    assert {path: path.stat().st_mtime_ns for path in out.rglob("*.md")} == written
+
+
+def test_a_run_killed_midway_resumes_without_a_second_job_for_any_document(jobs_server: Server, tmp_path: Path) -> None:
+    tree, out = make_tree(tmp_path / "docs"), tmp_path / "md"
+    args = (str(tree), "--server", jobs_server.url, "--out", str(out))
+    before = job_ids(jobs_server)
+    ledger = out / LEDGER_NAME
+
+    def submitted() -> list[str]:
+        return [line for line in ledger.read_text().splitlines() if '"submitted"' in line] if ledger.exists() else []
+
+    first = subprocess.Popen(convert_command(*args, "--concurrency", "2"), cwd=ROOT, env=subprocess_env(),
+                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        wait_until(lambda: len(submitted()) >= 2 or first.poll() is not None)
+    finally:
+        first.kill()
+        first.wait()
+    assert len(submitted()) >= 2, "the first run ended before two jobs were submitted"
+    # As if the kill had come between sending the second submit and writing down its answer: the next run knows
+    # that document's idempotency key only, not its job.
+    lines = ledger.read_text().splitlines()
+    lines.remove(submitted()[-1])
+    ledger.write_text("".join(line + "\n" for line in lines))
+
+    resumed = convert(*args)
+    assert_mirrored(tree, out, resumed, with_json=False)
+    made = job_ids(jobs_server) - before
+    assert len(made) == len(GOOD), resumed.stdout  # re-attached, found by its key, or submitted: never twice
+    recorded = {json.loads(line)["jobId"] for line in ledger.read_text().splitlines() if '"submitted"' in line}
+    assert recorded == made
+
+
+def test_without_a_server_the_service_runs_inside_the_command(native_checkpoint: Path, tmp_path: Path) -> None:
+    tree, out = make_tree(tmp_path / "docs"), tmp_path / "md"
+    run = convert(str(tree), "--out", str(out), "--model", str(native_checkpoint), "--json", cwd=tmp_path,
+                  DEEPSEEK_OCR_MAX_NEW_TOKENS=str(TEST_MAX_NEW_TOKENS))
+    assert "the service in this process" in run.stdout
+    assert_mirrored(tree, out, run, with_json=True)
+    # Its database, runs and history lived in a temporary folder: nothing of the service is left behind.
+    assert sorted(path.name for path in tmp_path.iterdir()) == ["docs", "md"]
