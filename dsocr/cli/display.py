@@ -35,8 +35,8 @@ def summary(report: Report, out_dir: str) -> str:
         text += f"; ignored {len(report.ignored)} files that are neither images nor PDFs"
     lines = [text + "."]
     if report.interrupted:
-        lines.append("Interrupted: run the same command again to finish (jobs already submitted are picked up, "
-                     "not submitted again).")
+        lines.append("Interrupted: run the same command again to finish; what is written stays, and the jobs the "
+                     "server still has are picked up, not submitted again.")
     if report.failed:
         lines.append("Failed:")
         lines += [f"  {name}: {reason}" for name, reason in report.failed]
