@@ -13,6 +13,7 @@ import tempfile
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING, TextIO
 
 import httpx
@@ -24,6 +25,9 @@ READY_POLL_S = 0.2
 # Folders the service writes, kept in a scratch folder unless set: a conversion leaves only its outputs behind.
 SCRATCH_FOLDERS = {"DEEPSEEK_OCR_DATA_DIR": "data", "DEEPSEEK_OCR_RUNS_DIR": "runs",
                    "DEEPSEEK_OCR_HISTORY_DIR": "history"}
+# In a data folder the person keeps (DEEPSEEK_OCR_DATA_DIR), the key the embedded service is given: jobs belong to
+# the key that submitted them, so the next run needs the same one to find them again.
+KEY_FILE = "convert-api-key"
 QUIET_DEFAULTS = {
     "DEEPSEEK_OCR_LOG_LEVEL": "warning",  # the progress display is the interface; warnings and errors still show
     "DEEPSEEK_OCR_PAGE_PREVIEWS": "false",  # page previews are for the web page, not for files
@@ -43,15 +47,16 @@ class Embedded:
 
 @asynccontextmanager
 async def embedded_service(model: str | None, stream: TextIO) -> AsyncIterator[Embedded]:
-    """The app served until the block ends. Only this process knows the API key it is given, so that nothing
-    else on the machine can use the loopback port meanwhile."""
+    """The app served until the block ends. Only this process knows the API key it is given (and the data folder,
+    when one is kept), so that nothing else on the machine can use the loopback port meanwhile."""
     import uvicorn
 
     with tempfile.TemporaryDirectory(prefix="dsocr-convert-") as scratch:
         environment = {name: os.path.join(scratch, folder) for name, folder in SCRATCH_FOLDERS.items()
                        if not os.environ.get(name)}
         environment.update({name: value for name, value in QUIET_DEFAULTS.items() if not os.environ.get(name)})
-        api_key = secrets.token_urlsafe(32)
+        kept = os.environ.get("DEEPSEEK_OCR_DATA_DIR")
+        api_key = _kept_key(Path(kept)) if kept else secrets.token_urlsafe(32)
         environment.update({"DEEPSEEK_OCR_API_KEYS": api_key, "DEEPSEEK_OCR_API_KEYS_FILE": ""})
         if model:
             environment["DEEPSEEK_OCR_MODEL_PATH"] = model
@@ -74,6 +79,21 @@ async def embedded_service(model: str | None, stream: TextIO) -> AsyncIterator[E
             server.should_exit = True
             await asyncio.wait([stopped])
             listener.close()
+
+
+def _kept_key(data_dir: Path) -> str:
+    """The key kept in the data folder, made on first use; readable by its owner only."""
+    path = data_dir / KEY_FILE
+    try:
+        return path.read_text(encoding="ascii").strip()
+    except FileNotFoundError:
+        pass
+    data_dir.mkdir(parents=True, exist_ok=True)
+    key = secrets.token_urlsafe(32)
+    descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(descriptor, "w", encoding="ascii") as file:
+        file.write(key + "\n")
+    return key
 
 
 async def _wait_ready(server: uvicorn.Server, stopped: asyncio.Task, url: str, api_key: str, stream: TextIO) -> None:
