@@ -97,6 +97,7 @@ class Settings(BaseSettings):
     ocr_vllm_api_key: str = Field("", repr=False)
     ocr_vllm_max_inflight: int = Field(32, ge=1)
     ocr_vllm_probe_interval_s: float = Field(5, gt=0)
+    ocr_vllm_first_byte_timeout_s: float = Field(60, gt=0)  # a server's answer's head, per page
 
     # Request guardrails.
     ocr_max_prompt_chars: int = Field(4000, ge=1)

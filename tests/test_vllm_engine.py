@@ -19,7 +19,7 @@ import pytest
 from fastapi.testclient import TestClient
 from PIL import Image
 
-from helpers import app_starter, image_bytes, make_pdf, parse_events, post, wait_until
+from helpers import app_starter, assert_error, image_bytes, make_pdf, metric_value, parse_events, post, wait_until
 from live_server import free_port
 from openai_standin import OpenAIStandIn
 from settings import Settings, load_settings
@@ -208,3 +208,108 @@ def test_vllm_needs_its_urls_and_says_which_variable() -> None:
         load_settings(ocr_engine="vllm")
     with pytest.raises(SettingsError, match="DEEPSEEK_OCR_VLLM_URLS"):
         load_settings(ocr_engine="vllm", ocr_vllm_urls="gpu-1:8000")
+
+
+# --- servers that misbehave -----------------------------------------------------------------------------------
+
+def vllm_outcomes(client: TestClient, server: OpenAIStandIn, outcome: str) -> float:
+    return metric_value(client.get("/metrics").text, "deepseek_ocr_vllm_requests_total", outcome=outcome,
+                        server=server.url)
+
+
+def test_a_reset_before_the_first_byte_is_retried_on_the_healthy_server(start_vllm_client, standins) -> None:
+    standins[0].script.reset = "before"
+    client = start_vllm_client([server.url for server in standins])
+    response = post(client, PAGE)
+    assert response.status_code == 200, response.text
+    assert (len(standins[0].bodies), len(standins[1].bodies)) == (1, 1)  # tried first, then the other
+    assert vllm_outcomes(client, standins[0], "retried") == 1
+    assert client.get("/health").status_code == 200
+
+
+def test_a_stream_without_end_is_closed_past_what_max_tokens_allows_and_is_a_502(start_vllm_client, standins) -> None:
+    standins[0].script.endless = True
+    client = start_vllm_client([standins[0].url], ocr_max_new_tokens=50)
+    response = post(client, PAGE)
+    assert_error(response, 502, standins[0].url, "max_tokens", "closed")
+    wait_until(lambda: standins[0].aborted == 1)  # the service closed the stream
+    assert vllm_outcomes(client, standins[0], "overlong") == 1
+    assert metric_value(client.get("/metrics").text, "deepseek_ocr_failures_total", reason="upstream_overlong") == 1
+    assert client.get("/health").status_code == 200
+
+
+def test_a_line_without_end_is_bounded_too(start_vllm_client, standins) -> None:
+    standins[0].script.raw_chunks = ["x" * 1_000_000]  # one "line" far past what 5 tokens may take
+    client = start_vllm_client([standins[0].url], ocr_max_new_tokens=5)
+    assert_error(post(client, PAGE), 502, "bytes", "max_tokens")
+
+
+@pytest.mark.parametrize(("chunk", "problem"), [
+    ("[1, 2]", "not a chat completion chunk"),
+    ('{"choices": "none"}', "choices"),
+    ('{"choices": [{"delta": {"content": 5}}]}', "content"),
+    ("{not json", "not a chat completion chunk"),
+])
+def test_a_malformed_chunk_is_a_502_naming_the_server_and_counted_against_it(start_vllm_client, standins, chunk: str,
+                                                                             problem: str) -> None:
+    standins[0].script.raw_chunks = [chunk]
+    client = start_vllm_client([server.url for server in standins])
+    assert_error(post(client, PAGE), 502, standins[0].url, problem)
+    assert vllm_outcomes(client, standins[0], "malformed") == 1
+    assert vllm_outcomes(client, standins[1], "malformed") == 0
+    assert client.get("/health").status_code == 200
+
+
+def test_a_reset_mid_stream_is_a_502_naming_the_server(start_vllm_client, standins) -> None:
+    standins[0].script.reset = "mid"
+    client = start_vllm_client([standins[0].url])
+    assert_error(post(client, PAGE), 502, standins[0].url, "dropped the page mid-answer")
+    assert vllm_outcomes(client, standins[0], "malformed") == 1
+
+
+def test_a_server_that_never_answers_times_out_is_marked_unhealthy_and_the_page_goes_elsewhere(
+    start_vllm_client, standins
+) -> None:
+    client = start_vllm_client([server.url for server in standins], ocr_vllm_first_byte_timeout_s=0.5)
+    standins[0].script.never_answer = True  # accepts every request, /health included, and never answers
+    response = post(client, PAGE)
+    assert response.status_code == 200, response.text
+    assert (len(standins[0].bodies), len(standins[1].bodies)) == (1, 1)
+    metrics = client.get("/metrics").text
+    assert metric_value(metrics, "deepseek_ocr_vllm_requests_total", outcome="timed_out", server=standins[0].url) == 1
+    assert metric_value(metrics, "deepseek_ocr_vllm_healthy", server=standins[0].url) == 0
+    assert client.get("/health").status_code == 200
+    assert post(client, PAGE).status_code == 200 and len(standins[0].bodies) == 1  # no more pages for it
+
+
+def test_with_no_other_server_a_first_byte_timeout_is_a_502_naming_the_setting(start_vllm_client, standins) -> None:
+    client = start_vllm_client([standins[0].url], ocr_vllm_first_byte_timeout_s=0.5)
+    standins[0].script.never_answer = True
+    assert_error(post(client, PAGE), 502, "DEEPSEEK_OCR_VLLM_FIRST_BYTE_TIMEOUT_S")
+
+
+@pytest.mark.parametrize("broken", [
+    {"models_answer": {"data": "nope"}},
+    {"models_answer": {"data": [7]}},
+    {"models_answer": ["not", "an", "object"]},
+    {"tokenize_answer": {"tokens": "x"}},
+    {"tokenize_answer": {"count": 1}},
+])
+def test_a_server_that_describes_itself_wrongly_is_asked_again_until_it_answers_well(start_vllm_client, standins,
+                                                                                      broken: dict) -> None:
+    for name, answer in broken.items():
+        setattr(standins[0].script, name, answer)
+    client = start_vllm_client([standins[0].url], ready=False)
+    wait_until(lambda: standins[0].model_lists >= 2)  # asked again after the malformed answer
+    assert client.get("/health").json()["status"] == "loading"
+    for name in broken:
+        setattr(standins[0].script, name, None)  # the server is fixed
+    wait_until(lambda: client.get("/health").status_code == 200)
+    assert post(client, PAGE).status_code == 200
+
+
+def test_a_server_that_describes_itself_wrongly_leaves_the_others_serving(start_vllm_client, standins) -> None:
+    standins[0].script.models_answer = {"data": "nope"}
+    client = start_vllm_client([server.url for server in standins])
+    assert client.get("/health").status_code == 200
+    assert post(client, PAGE).status_code == 200

@@ -1,11 +1,15 @@
 """Talking to one vLLM OpenAI-compatible server: what it serves, whether it answers its health probe, and one page
 as one streamed chat completion with upstream's sampling (its body, its stream, its errors). Choosing the server,
 probing them all and retrying a page elsewhere is the vLLM pool's (dsocr.serving.vllm_pool). Closing a stream
-early (a client gone, a deadline passed) aborts the generation inside vLLM. No torch is needed."""
+early (a client gone, a deadline passed) aborts the generation inside vLLM. A server's misbehaviour is its own
+fault, never the client's: no first byte in time, a reset, chunks that are not vLLM's, or a stream longer than the
+page's max_tokens allows are 502s that name the server (or, before the first token, a retry elsewhere); what a page
+may receive is bounded, so a broken server cannot make the service buffer without end. No torch is needed."""
 
 from __future__ import annotations
 
 import base64
+import asyncio
 import io
 import json
 import threading
@@ -14,6 +18,7 @@ from typing import Any, AsyncIterator, Callable
 
 import httpx
 from PIL import Image
+from pydantic import BaseModel, ValidationError
 
 from dsocr.catalogue import ModelFamily, served_modes, strip_eos
 from dsocr.errors import InvalidField, PayloadTooLarge, ServiceError
@@ -24,6 +29,13 @@ from settings import Settings
 NEVER_BANNED_TOKENS = ("<td>", "</td>")
 IMAGE_PLACEHOLDER = "<image>"
 CONNECT_TIMEOUT_S = 10
+# What one page's stream may carry, from the max_tokens it asked for: vLLM sends one chunk of a few hundred bytes
+# per token (sometimes an empty one between), and a role, a finish and a usage chunk. Past either bound the
+# stream is closed: a server that streams without end costs a bounded amount of memory.
+STREAM_BYTES_PER_TOKEN = 4096
+STREAM_CHUNKS_PER_TOKEN = 2
+STREAM_EXTRA_BYTES = 64 * 1024
+STREAM_EXTRA_CHUNKS = 16
 
 
 class UpstreamFailed(ServiceError):
@@ -31,10 +43,29 @@ class UpstreamFailed(ServiceError):
 
     status_code = 502
     reason = "upstream_error"
+    outcome = "failed"  # the `outcome` label of deepseek_ocr_vllm_requests_total
+
+
+class UpstreamMalformed(UpstreamFailed):
+    """A vLLM server sent something that is not an OpenAI chat completion stream, or dropped it mid-answer."""
+
+    reason = "upstream_malformed"
+    outcome = "malformed"
+
+
+class UpstreamOverlong(UpstreamFailed):
+    """A vLLM server streamed more than the page's max_tokens can be."""
+
+    reason = "upstream_overlong"
+    outcome = "overlong"
 
 
 class Retryable(Exception):
     """A failure before the first token: the page may go to another server."""
+
+    def __init__(self, message: str, outcome: str = "retried") -> None:
+        super().__init__(message)
+        self.outcome = outcome  # the `outcome` label of deepseek_ocr_vllm_requests_total
 
 
 @dataclass
@@ -64,19 +95,48 @@ def new_client(api_key: str | None) -> httpx.AsyncClient:
                              limits=httpx.Limits(max_connections=None, max_keepalive_connections=64))
 
 
+class _Model(BaseModel):
+    id: str
+    root: str | None = None
+
+
+class _ModelList(BaseModel):
+    data: list[_Model]
+
+
+class _Tokens(BaseModel):
+    tokens: list[int]
+
+
 async def discover(client: httpx.AsyncClient, url: str, wanted: str | None) -> ServedModel:
-    """The served model's name and family, and the ids of the tokens the repetition guard never blocks."""
-    listed = (await _get_json(client, f"{url}/v1/models"))["data"]
-    model = next((m for m in listed if m["id"] == wanted), None) if wanted else listed[0]
+    """The served model's name and family, and the ids of the tokens the repetition guard never blocks. An answer
+    that is not vLLM's shape raises ValueError naming the endpoint (the caller asks again later)."""
+    listed = _shaped(_ModelList, await _get_json(client, f"{url}/v1/models"), f"{url}/v1/models").data
+    if not listed:
+        raise ValueError(f"{url}/v1/models lists no model")
+    model = next((m for m in listed if m.id == wanted), None) if wanted else listed[0]
     if model is None:
-        raise ValueError(f"{url} does not serve {wanted!r} (it serves {', '.join(m['id'] for m in listed)})")
+        raise ValueError(f"{url} does not serve {wanted!r} (it serves {', '.join(m.id for m in listed)})")
     ids = []
     for token in NEVER_BANNED_TOKENS:
-        tokens = (await _post_json(client, f"{url}/tokenize", {"model": model["id"], "prompt": token,
-                                                                "add_special_tokens": False}))["tokens"]
+        answer = await _post_json(client, f"{url}/tokenize", {"model": model.id, "prompt": token,
+                                                               "add_special_tokens": False})
+        tokens = _shaped(_Tokens, answer, f"{url}/tokenize").tokens
         if len(tokens) == 1:  # a tokenizer without the token splits it into pieces: nothing to protect
             ids.append(tokens[0])
-    return ServedModel(model["id"], family_of(model), ids)
+    return ServedModel(model.id, family_of(model.model_dump()), ids)
+
+
+def _shaped(shape: type[BaseModel], answer: Any, where: str) -> Any:
+    try:
+        return shape.model_validate(answer)
+    except ValidationError as exc:
+        raise ValueError(f"{where} answered something that is not vLLM's shape ({_first_problem(exc)})") from None
+
+
+def _first_problem(exc: ValidationError) -> str:
+    error = exc.errors()[0]
+    return f"{'.'.join(str(part) for part in error['loc']) or 'the answer'}: {error['msg']}"
 
 
 async def is_healthy(client: httpx.AsyncClient, url: str) -> bool:
@@ -122,62 +182,127 @@ def chat_body(model: ServedModel, request: PageRequest, image_url: str, settings
     return body
 
 
+class _Delta(BaseModel):
+    content: str | None = None
+
+
+class _Choice(BaseModel):
+    delta: _Delta | None = None
+    finish_reason: str | None = None
+
+
+class _Usage(BaseModel):
+    completion_tokens: int | None = None
+
+
+class _Chunk(BaseModel):
+    """One chunk of a streamed chat completion, as far as the service reads it (other fields are ignored)."""
+
+    choices: list[_Choice] | None = None
+    usage: _Usage | None = None
+    error: Any = None
+
+
 async def complete(
     client: httpx.AsyncClient, url: str, body: dict, on_text: Callable[[str], None] | None,
     abandoned: threading.Event | None = None, on_first_token: Callable[[], None] = lambda: None,
+    first_byte_timeout_s: float | None = None,
 ) -> PageResult:
     """Streams one chat completion from the server at `url`; `on_text` hears the text piece by piece. Once
     `abandoned` is set (nobody waits for the answer any more) the stream is closed, which aborts the generation
     in vLLM, and the text so far is the answer, cut short ("length"). Raises Retryable for a failure before the
-    first token (the page may go elsewhere)."""
+    first token (the page may go elsewhere): a 5xx, a connection refused or reset, or no answer's head within
+    `first_byte_timeout_s`."""
     pieces: list[str] = []
     finish_reason = None
     tokens = None
     try:
-        async with client.stream("POST", f"{url}/v1/chat/completions", json=body) as response:
+        response = await _send(client, client.build_request("POST", f"{url}/v1/chat/completions", json=body),
+                               first_byte_timeout_s)
+        try:
             if response.status_code >= 500:
                 raise Retryable(f"{url} answered {response.status_code}: {await _error_text(response)}")
             if response.status_code >= 400:
                 raise _refusal(response.status_code, await _error_text(response))
-            async for chunk in _chunks(response):
+            async for chunk in _chunks(response, url, body.get("max_tokens")):
                 if abandoned is not None and abandoned.is_set():
                     finish_reason = "length"
                     break
-                if "error" in chunk:
-                    raise UpstreamFailed(f"vLLM failed the page: {_message(chunk['error'])}")
-                for choice in chunk.get("choices") or []:
-                    text = (choice.get("delta") or {}).get("content") or ""
+                if chunk.error is not None:
+                    raise UpstreamFailed(f"vLLM failed the page: {_message(chunk.error)}")
+                for choice in chunk.choices or []:
+                    text = (choice.delta.content if choice.delta else None) or ""
                     if text:
                         if not pieces:
                             on_first_token()
                         pieces.append(text)
                         if on_text:
                             on_text(text)
-                    finish_reason = choice.get("finish_reason") or finish_reason
-                if chunk.get("usage"):
-                    tokens = chunk["usage"].get("completion_tokens")
-    except (httpx.ConnectError, httpx.ConnectTimeout, httpx.RemoteProtocolError) as exc:
+                    finish_reason = choice.finish_reason or finish_reason
+                if chunk.usage:
+                    tokens = chunk.usage.completion_tokens
+        finally:
+            await response.aclose()  # before the end: aborts the generation in vLLM
+    except httpx.TransportError as exc:  # refused, reset, closed, a protocol error
         if pieces:
-            raise UpstreamFailed(f"vLLM server {url} dropped the page mid-answer: {exc}") from None
-        raise Retryable(f"cannot reach {url}: {type(exc).__name__}") from None
+            raise UpstreamMalformed(f"vLLM server {url} dropped the page mid-answer "
+                                    f"({type(exc).__name__}: {exc or 'no detail'})") from None
+        raise Retryable(f"cannot reach {url} or it dropped the request ({type(exc).__name__})") from None
     if finish_reason not in ("stop", "length"):
-        raise UpstreamFailed(f"vLLM ended the page with finish_reason {finish_reason!r}")
+        raise UpstreamMalformed(f"vLLM server {url} ended the page with finish_reason {finish_reason!r}")
     raw = strip_eos("".join(pieces))
     return PageResult(raw, finish_reason, tokens if tokens is not None else len(pieces))
 
 
-async def _chunks(response: httpx.Response) -> AsyncIterator[dict]:
-    """The JSON chunks of an OpenAI-style event stream, up to `data: [DONE]`."""
-    async for line in response.aiter_lines():
+async def _send(client: httpx.AsyncClient, request: httpx.Request, first_byte_timeout_s: float | None) -> httpx.Response:
+    """Sends the request and waits for the answer's head, at most `first_byte_timeout_s` (no limit when None): a
+    server that accepts and never answers must not hold a page until the request's deadline."""
+    try:
+        async with asyncio.timeout(first_byte_timeout_s):
+            return await client.send(request, stream=True)
+    except TimeoutError:
+        raise Retryable(f"{request.url.host}:{request.url.port} sent nothing within {first_byte_timeout_s:g} s "
+                        "(DEEPSEEK_OCR_VLLM_FIRST_BYTE_TIMEOUT_S)", outcome="timed_out") from None
+
+
+async def _chunks(response: httpx.Response, url: str, max_tokens: int | None) -> AsyncIterator[_Chunk]:
+    """The chunks of an OpenAI-style event stream, up to `data: [DONE]`, each checked against vLLM's shape; at
+    most what `max_tokens` can take (STREAM_*)."""
+    tokens = max_tokens or 0
+    max_chunks = STREAM_CHUNKS_PER_TOKEN * tokens + STREAM_EXTRA_CHUNKS
+    chunks = 0
+    async for line in _lines(response, url, STREAM_BYTES_PER_TOKEN * tokens + STREAM_EXTRA_BYTES):
         if not line.startswith("data:"):
             continue
         data = line[len("data:"):].strip()
         if data == "[DONE]":
             return
+        chunks += 1
+        if chunks > max_chunks:
+            raise UpstreamOverlong(f"vLLM server {url} streamed more than {max_chunks} chunks for a page of at most "
+                                   f"{tokens} tokens (max_tokens); the stream was closed")
         try:
-            yield json.loads(data)
-        except ValueError:
-            raise UpstreamFailed(f"vLLM sent a chunk that is not JSON: {data[:200]!r}") from None
+            yield _Chunk.model_validate_json(data)
+        except ValidationError as exc:
+            raise UpstreamMalformed(f"vLLM server {url} sent a chunk that is not a chat completion chunk "
+                                    f"({_first_problem(exc)}): {data[:200]!r}") from None
+
+
+async def _lines(response: httpx.Response, url: str, max_bytes: int) -> AsyncIterator[str]:
+    """The stream's lines (vLLM ends them with \n), reading at most `max_bytes`: a line without end is bounded
+    too, where httpx's aiter_lines would keep all of it."""
+    received = 0
+    pending = b""
+    async for data in response.aiter_bytes():
+        received += len(data)
+        if received > max_bytes:
+            raise UpstreamOverlong(f"vLLM server {url} streamed more than {max_bytes} bytes for one page, more than "
+                                   "its max_tokens allows; the stream was closed")
+        *lines, pending = (pending + data).split(b"\n")
+        for line in lines:
+            yield line.rstrip(b"\r").decode("utf-8", "replace")
+    if pending:
+        yield pending.decode("utf-8", "replace")
 
 
 async def _error_text(response: httpx.Response) -> str:

@@ -3,8 +3,11 @@
 Each page goes to the healthy server with the fewest pages in flight (at most DEEPSEEK_OCR_VLLM_MAX_INFLIGHT
 each; the wait for a free slot is the service's queue); vLLM batches the pages itself (continuous batching), so
 the service never batches them. Servers are probed every few seconds: the pool is ready while one is healthy.
-A connection error or a 5xx before the first token retries the page once on another server. Talking to one
-server is dsocr.engines.vllm's; nothing loads in this process and no torch is needed."""
+A connection error, a reset, a 5xx or no answer within DEEPSEEK_OCR_VLLM_FIRST_BYTE_TIMEOUT_S before the first token
+marks the server unhealthy (until its probe says otherwise) and retries the page once on another server. A server
+whose /v1/models or /tokenize answers wrongly is asked again until it answers well. Past the shutdown grace, pages
+still in flight or waiting for a slot fail with 503 and Retry-After. Talking to one server is dsocr.engines.vllm's;
+nothing loads in this process and no torch is needed."""
 
 from __future__ import annotations
 
@@ -13,9 +16,7 @@ import itertools
 import logging
 import time
 from dataclasses import dataclass
-from typing import Callable
-
-import httpx
+from typing import Awaitable, Callable
 
 from dsocr.engines.vllm import (
     Retryable,
@@ -31,7 +32,7 @@ from dsocr.engines.vllm import (
 )
 from dsocr.errors import Unavailable
 from dsocr.serving.metrics import Metrics
-from dsocr.serving.submitter import LOADING_RETRY_AFTER_S, PageSubmitter
+from dsocr.serving.submitter import LOADING_RETRY_AFTER_S, RESTART_RETRY_AFTER_S, PageSubmitter
 from dsocr.serving.workers import in_worker
 from ocr_engine import PageRequest, PageResult, ProgressCallback, Timings
 from settings import Settings
@@ -40,6 +41,8 @@ log = logging.getLogger("deepseek_ocr.vllm")
 
 RETRY_AFTER_S = 5
 DISCOVERY_RETRY_S = 2
+# Past the grace, how long the pages still in flight get to close their streams before the client is closed.
+UNWIND_S = 5
 
 
 @dataclass(eq=False)
@@ -64,6 +67,7 @@ class VllmPool(PageSubmitter):
         self.waiting = 0
         self.page_ids = itertools.count(1)
         self.tasks: list[asyncio.Task] = []
+        self.stopped = asyncio.Event()  # the grace is over: pages in flight or waiting fail with 503
 
     # --- lifecycle -----------------------------------------------------------------------------------------------
 
@@ -75,6 +79,10 @@ class VllmPool(PageSubmitter):
     async def stop(self, grace_s: float) -> None:
         self.begin_draining()
         await self._drain(grace_s)
+        self.stopped.set()  # what is still in flight or waiting for a slot fails with 503
+        await self._notify()
+        if not await self._idle(UNWIND_S):
+            log.warning("%d page(s) did not close their vLLM streams in %g s", self.inflight, UNWIND_S)
         for task in self.tasks:
             task.cancel()
         await asyncio.gather(*self.tasks, return_exceptions=True)
@@ -86,14 +94,24 @@ class VllmPool(PageSubmitter):
 
     async def _drain(self, grace_s: float) -> None:
         """Waits up to `grace_s` for the pages in flight to finish."""
+        if not await self._idle(grace_s):
+            log.warning("%d page(s) still in flight on vLLM after the grace; closing their streams", self.inflight)
+
+    async def _idle(self, timeout_s: float) -> bool:
+        """Whether no page is in flight, waiting up to `timeout_s` for it."""
         async def idle() -> None:
             async with self.freed:
                 await self.freed.wait_for(lambda: self.inflight == 0)
 
         try:
-            await asyncio.wait_for(idle(), grace_s)
+            await asyncio.wait_for(idle(), timeout_s)
         except asyncio.TimeoutError:
-            log.warning("%d page(s) still in flight on vLLM after the grace; closing their streams", self.inflight)
+            return False
+        return True
+
+    def _shut_down(self) -> Unavailable:
+        return Unavailable("The service shut down before this page was read",
+                           headers={"Retry-After": str(RESTART_RETRY_AFTER_S)})
 
     async def _discover_then_probe(self) -> None:
         while self.model is None:
@@ -101,7 +119,7 @@ class VllmPool(PageSubmitter):
                 try:
                     self.model = await discover(self.client, server.url, self.settings.ocr_vllm_model)
                     break
-                except (httpx.HTTPError, ValueError, KeyError, IndexError) as exc:
+                except Exception as exc:  # whatever a server answers, the pool asks again: it may be fixed
                     log.warning("vLLM server %s cannot say what it serves yet (%s: %s)", server.url,
                                 type(exc).__name__, exc)
             else:
@@ -183,15 +201,21 @@ class VllmPool(PageSubmitter):
                 self.metrics.time_to_first_token.observe(time.perf_counter() - started)
 
             try:
-                result = await complete(self.client, server.url, body, request.on_text, request.abandoned, first_token)
+                result = await self._unless_stopped(complete(
+                    self.client, server.url, body, request.on_text, request.abandoned, first_token,
+                    self.settings.ocr_vllm_first_byte_timeout_s))
             except Retryable as exc:
                 tried.add(server)
-                self.metrics.vllm_requests.labels(server.url, "retried").inc()
+                self.metrics.vllm_requests.labels(server.url, exc.outcome).inc()
                 self._mark(server, False)
                 if len(tried) > 1 or not self._others(tried):
                     raise UpstreamFailed(f"vLLM failed the page: {exc}") from None
                 log.warning("vLLM server %s failed before the first token (%s); retrying on another", server.url, exc)
                 continue
+            except UpstreamFailed as exc:  # the server's fault: counted against it
+                self.metrics.vllm_requests.labels(server.url, exc.outcome).inc()
+                log.warning("vLLM server %s failed a page: %s", server.url, exc.detail)
+                raise
             except BaseException:
                 self.metrics.vllm_requests.labels(server.url, "failed").inc()
                 raise
@@ -204,6 +228,22 @@ class VllmPool(PageSubmitter):
             self.metrics.generated_tokens.inc(result.generated_tokens)
             return result, Timings(round(queued * 1000, 1), round(elapsed * 1000, 1), next(self.page_ids))
 
+    async def _unless_stopped(self, page: Awaitable[PageResult]) -> PageResult:
+        """The page's result, unless the grace ends first: then its stream is closed (aborting the generation in
+        vLLM) and the page fails with 503 and Retry-After."""
+        work = asyncio.ensure_future(page)
+        stopped = asyncio.ensure_future(self.stopped.wait())
+        try:
+            await asyncio.wait({work, stopped}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            stopped.cancel()
+            if not work.done():
+                work.cancel()  # also when the caller is cancelled (its client left, its deadline passed)
+        if work.cancelled():
+            await asyncio.gather(work, return_exceptions=True)  # the stream closed
+            raise self._shut_down()
+        return work.result()
+
     def _others(self, tried: set[Server]) -> list[Server]:
         return [server for server in self.servers if server not in tried]
 
@@ -214,6 +254,8 @@ class VllmPool(PageSubmitter):
         try:
             async with self.freed:
                 while True:
+                    if self.stopped.is_set():
+                        raise self._shut_down()
                     candidates = [s for s in self.healthy_servers if s not in tried]
                     if not candidates:
                         raise Unavailable(self._health_detail(), headers={"Retry-After": str(RETRY_AFTER_S)})
