@@ -18,6 +18,7 @@ from pathlib import Path
 
 import httpx
 import pytest
+from PIL import Image
 
 from dsocr.cli.display import PlainLines, ProgressBar, Report, display_for, summary
 from dsocr.cli.jobs_client import BACKOFF_FIRST_S, CONNECTION_TRIES, JobsClient, RequestFailed, retry_after_s
@@ -26,6 +27,7 @@ from dsocr.cli.outputs import write_outputs
 from dsocr.cli.walking import find_documents, output_bases
 from helpers import ROOT, TEST_MAX_NEW_TOKENS, image_bytes, make_pdf, server_env, subprocess_env, wait_until
 from live_server import Server, serving
+from openai_standin import OpenAIStandIn
 
 # --- the tree every test converts ------------------------------------------------------------------------------
 
@@ -383,3 +385,24 @@ def test_without_a_server_the_service_runs_inside_the_command(native_checkpoint:
     assert_mirrored(tree, out, run, with_json=True)
     # Its database, runs and history lived in a temporary folder: nothing of the service is left behind.
     assert sorted(path.name for path in tmp_path.iterdir()) == ["docs", "md"]
+
+
+def test_figures_are_fetched_from_the_server_and_the_markdown_links_to_them(openai_standin: OpenAIStandIn,
+                                                                            tmp_path: Path) -> None:
+    """Through the vLLM engine on the stand-in server, whose answer has a figure: the tiny checkpoint's random
+    text never has one."""
+    openai_standin.script.pieces = ["# Report\n\n", "<|ref|>image<|/ref|><|det|>[[100, 100, 600, 500]]<|/det|>\n",
+                                    "A caption."]
+    tree, out = tmp_path / "docs", tmp_path / "md"
+    (tree / "a").mkdir(parents=True)
+    (tree / "a" / "report.pdf").write_bytes(make_pdf(((200, 100), (100, 200))))
+    env = {"DEEPSEEK_OCR_ENGINE": "vllm", "DEEPSEEK_OCR_VLLM_URLS": openai_standin.url,
+           "DEEPSEEK_OCR_DATA_DIR": str(tmp_path / "data"), "DEEPSEEK_OCR_RUNS_DIR": str(tmp_path / "runs")}
+    with serving(env) as server:
+        run = convert(str(tree), "--server", server.url, "--out", str(out), "--figures")
+    assert run.returncode == 0, run.stdout + run.stderr
+    markdown = (out / "a" / "report.md").read_text()
+    assert markdown.count("![](report_figures/figure-") == 2 and "/api/runs/" not in markdown
+    for number in (1, 2):  # one figure a page, each the crop the server made
+        with Image.open(out / "a" / "report_figures" / f"figure-{number}.jpg") as figure:
+            assert figure.format == "JPEG" and figure.width > 1 and figure.height > 1
