@@ -44,7 +44,7 @@ class Server:
         return self.log.read()
 
     def wait_ready(self) -> None:
-        wait_healthy(self.url, self.process, self.output)
+        wait_healthy(self.url, lambda: self.process.poll() is None, self.output)
 
     def stop(self) -> None:
         self.process.terminate()
@@ -56,12 +56,12 @@ class Server:
         self.history.cleanup()
 
 
-def wait_healthy(url: str, process: subprocess.Popen, output: Callable[[], str],
+def wait_healthy(url: str, running: Callable[[], bool], output: Callable[[], str],
                  timeout_s: float = STARTUP_TIMEOUT_S, interval_s: float = 0.1) -> None:
-    """Until GET {url}/health answers 200; fails at once, with the process's output, if the process exits first."""
+    """Until GET {url}/health answers 200; fails at once, with the output, if the server stops `running` first."""
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
-        if process.poll() is not None:
+        if not running():
             raise RuntimeError(f"{url} exited: {output()[-4000:]}")
         try:
             if httpx.get(f"{url}/health", timeout=5).status_code == 200:
@@ -69,7 +69,7 @@ def wait_healthy(url: str, process: subprocess.Popen, output: Callable[[], str],
         except httpx.TransportError:
             pass
         time.sleep(interval_s)
-    raise TimeoutError(f"{url} did not become ready")
+    raise TimeoutError(f"{url} did not become ready within {timeout_s:g} s: {output()[-4000:]}")
 
 
 @contextlib.contextmanager

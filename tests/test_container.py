@@ -19,7 +19,7 @@ import pytest
 
 from dsocr import __version__
 from helpers import image_bytes, wait_until
-from live_server import free_port
+from live_server import free_port, wait_healthy
 from openai_standin import OpenAIStandIn
 
 IMAGE = os.environ.get("DSOCR_TEST_IMAGE", "")
@@ -64,16 +64,7 @@ class Container:
         return podman("inspect", "--format", "{{.State.%s}}" % field, self.name).stdout.strip()
 
     def wait_ready(self) -> None:
-        deadline = time.monotonic() + STARTUP_TIMEOUT_S
-        while time.monotonic() < deadline:
-            assert self.state("Running") == "true", f"the container stopped:\n{self.logs()}"
-            try:
-                if httpx.get(f"{self.url}/health", timeout=2).status_code == 200:
-                    return
-            except httpx.TransportError:
-                pass
-            time.sleep(0.2)
-        raise AssertionError(f"the container was not ready within {STARTUP_TIMEOUT_S} s:\n{self.logs()}")
+        wait_healthy(self.url, lambda: self.state("Running") == "true", self.logs, STARTUP_TIMEOUT_S, interval_s=0.2)
 
     def remove(self) -> None:
         podman("rm", "--force", "--volumes", "--time", "0", self.name)  # and its anonymous /data volume

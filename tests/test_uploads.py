@@ -126,11 +126,10 @@ def test_after_a_413_on_a_chunked_body_the_connection_is_closed_not_read_on(serv
 
 @pytest.fixture
 def impatient_server(native_checkpoint: Path, tmp_path: Path) -> Iterator[Server]:
-    running = Server({"DEEPSEEK_OCR_MODEL_PATH": str(native_checkpoint), "DEEPSEEK_OCR_RUNS_DIR": str(tmp_path / "runs"),
-                      "DEEPSEEK_OCR_UPLOAD_TIMEOUT_S": "1", "DEEPSEEK_OCR_MAX_QUEUE": "1"})
-    running.wait_ready()
-    yield running
-    running.stop()
+    # A short answer: the test is about the queue slot, not the generation (8192 tokens by default).
+    with serving(server_env(native_checkpoint, tmp_path / "runs", DEEPSEEK_OCR_UPLOAD_TIMEOUT_S="1",
+                            DEEPSEEK_OCR_MAX_QUEUE="1", DEEPSEEK_OCR_MAX_NEW_TOKENS="8")) as running:
+        yield running
 
 
 def test_a_stalled_upload_is_408_and_gives_its_queue_slot_back(impatient_server: Server) -> None:

@@ -55,7 +55,7 @@ class VllmServer:
         return self.log.read()
 
     def wait_ready(self) -> None:
-        wait_healthy(self.url, self.process, self.output, STARTUP_TIMEOUT_S, interval_s=1)
+        wait_healthy(self.url, lambda: self.process.poll() is None, self.output, STARTUP_TIMEOUT_S, interval_s=1)
 
     def running(self) -> float:
         """Requests vLLM is generating for now (its own Prometheus gauge)."""
