@@ -22,7 +22,7 @@ from PIL import Image
 
 from dsocr.cli.display import PlainLines, ProgressBar, Report, display_for, summary
 from dsocr.cli.jobs_client import BACKOFF_FIRST_S, CONNECTION_TRIES, JobsClient, RequestFailed, retry_after_s
-from dsocr.cli.ledger import LEDGER_NAME, Ledger
+from dsocr.cli.ledger import COMPACT_SLACK, LEDGER_NAME, Ledger
 from dsocr.cli.outputs import write_outputs
 from dsocr.cli.walking import find_documents, output_bases
 from helpers import ROOT, TEST_MAX_NEW_TOKENS, image_bytes, make_pdf, server_env, subprocess_env, wait_until
@@ -142,6 +142,28 @@ def test_a_refusal_is_remembered_for_that_file_and_a_partial_output_is_converted
     assert again.refusal("broken", [3, 1], {}) == "broken.pdf: not a PDF (HTTP 400)"
     assert again.refusal("broken", [4, 1], {}) is None
     assert not again.complete("report")
+
+
+def test_the_ledger_is_rewritten_shorter_once_it_has_grown_and_keeps_what_matters(tmp_path: Path) -> None:
+    ledger = Ledger(tmp_path)
+    for _ in range(COMPACT_SLACK):  # converted again and again
+        entry = ledger.submitting("cover", [5, 1], {})
+        ledger.submitted(entry, "job")
+        ledger.finished(entry, "succeeded")
+    pending = ledger.submitting("a/report", [9, 1], {})
+    ledger.submitted(pending, "job-9")
+    ledger.refused(ledger.submitting("broken", [3, 1], {}), "broken.pdf: not a PDF (HTTP 400)")
+    ledger.close()
+    again = Ledger(tmp_path)
+    again.load()
+    assert len((tmp_path / LEDGER_NAME).read_text().splitlines()) == 3 + 2 + 2
+    again.close()
+    compacted = Ledger(tmp_path)
+    compacted.load()
+    found = compacted.pending("a/report", [9, 1], {})
+    assert found is not None and (found.key, found.job_id) == (pending.key, "job-9")
+    assert compacted.refusal("broken", [3, 1], {}) == "broken.pdf: not a PDF (HTTP 400)"
+    assert compacted.complete("cover") and compacted.pending("cover", [5, 1], {}) is None
 
 
 # --- retries ---------------------------------------------------------------------------------------------------

@@ -11,10 +11,16 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from dsocr.cli.outputs import write_atomically
+
 LEDGER_NAME = ".dsocr-jobs.jsonl"
 # Outcomes after which an output stands as it is; after any other the document is converted again.
 COMPLETE = frozenset({"succeeded"})
 REFUSED = "refused"
+# The record is rewritten with each output's latest submission only once it holds this many times more lines than
+# that (plus some slack): it stays small however often a folder is converted again.
+COMPACT_RATIO = 4
+COMPACT_SLACK = 1000
 
 
 @dataclass
@@ -51,6 +57,21 @@ class Ledger:
                 self._apply(record)
             except (ValueError, KeyError, TypeError):
                 continue
+        if len(lines) > COMPACT_RATIO * len(self.latest) + COMPACT_SLACK:
+            self._compact()
+
+    def _compact(self) -> None:
+        """The latest submission of each output, as the lines that made it, replacing the whole record at once."""
+        lines = []
+        for entry in self.latest.values():
+            lines.append(_submitting(entry))
+            if entry.job_id is not None:
+                lines.append({"event": "submitted", "key": entry.key, "jobId": entry.job_id})
+            if entry.outcome is not None:
+                lines.append({"event": "finished", "key": entry.key, "jobId": entry.job_id, "status": entry.outcome,
+                              "reason": entry.reason})
+        write_atomically(self.path, "".join(json.dumps(line, ensure_ascii=False) + "\n" for line in lines).encode())
+        self.by_key = {entry.key: entry for entry in self.latest.values()}
 
     def _apply(self, record: dict[str, Any]) -> None:
         event = record["event"]
@@ -89,8 +110,7 @@ class Ledger:
 
     def submitting(self, output: str, fingerprint: list[int], options: dict[str, str]) -> Entry:
         entry = Entry(output, uuid.uuid4().hex, fingerprint, options)
-        self._write({"event": "submitting", "output": output, "key": entry.key, "fingerprint": fingerprint,
-                     "options": options})
+        self._write(_submitting(entry))
         self.latest[output] = entry
         self.by_key[entry.key] = entry
         return entry
@@ -123,6 +143,11 @@ class Ledger:
         if self._file is not None:
             self._file.close()
             self._file = None
+
+
+def _submitting(entry: Entry) -> dict[str, Any]:
+    return {"event": "submitting", "output": entry.output, "key": entry.key, "fingerprint": entry.fingerprint,
+            "options": entry.options}
 
 
 def _ends_mid_line(path: Path) -> bool:
