@@ -1,5 +1,7 @@
-"""The process as an orchestrator sees it: SIGTERM drains before stopping, and a model that cannot serve ends the
-process with a non-zero status so that it is restarted. The real server (`uvicorn app:app`) on the tiny checkpoint."""
+"""The process as an orchestrator sees it: SIGTERM drains before stopping, ends the streams still open, and a model
+that cannot serve ends the process with a non-zero status so that it is restarted. The real server (`uvicorn
+app:app`) on the tiny checkpoint, or in front of a stand-in vLLM server (tests/openai_standin.py) whose pages wait
+for the test."""
 
 from __future__ import annotations
 
@@ -7,15 +9,19 @@ import contextlib
 import json
 import signal
 import threading
+import time
 from pathlib import Path
 from typing import Iterator
 
 import httpx
 
-from helpers import image_bytes, metric, server_env, wait_until
+from helpers import image_bytes, metric, parse_events, server_env, wait_until
 from live_server import Server, serving
+from openai_standin import OpenAIStandIn
 
 EXIT_TIMEOUT_S = 120
+# After SIGTERM, the process may outlive its grace by this much (uvicorn's own shutdown, the lifespan's end).
+STOP_MARGIN_S = 10
 
 
 @contextlib.contextmanager
@@ -76,3 +82,72 @@ def test_a_missing_model_path_ends_startup_with_the_fix(tmp_path: Path) -> None:
         assert str(missing) in output and "DEEPSEEK_OCR_MODEL_PATH" in output
     finally:
         server.stop()
+
+
+# --- in front of vLLM: streams and pages still open when the grace ends ---------------------------------------
+
+@contextlib.contextmanager
+def held_standin() -> Iterator[OpenAIStandIn]:
+    """A stand-in vLLM server whose pages wait until the test ends."""
+    standin = OpenAIStandIn().start()
+    standin.script.hold = threading.Event()
+    try:
+        yield standin
+    finally:
+        standin.stop()
+
+
+def vllm_env(standin: OpenAIStandIn, tmp_path: Path, grace_s: str) -> dict[str, str]:
+    return {"DEEPSEEK_OCR_ENGINE": "vllm", "DEEPSEEK_OCR_VLLM_URLS": standin.url,
+            "DEEPSEEK_OCR_RUNS_DIR": str(tmp_path / "runs"), "DEEPSEEK_OCR_SHUTDOWN_GRACE_S": grace_s}
+
+
+def read_stream(method: str, url: str, lines: list[str], **request: object) -> threading.Thread:
+    """A thread reading the event stream at `url` into `lines` as they come, until it ends."""
+    def read() -> None:
+        with httpx.stream(method, url, timeout=EXIT_TIMEOUT_S, **request) as response:
+            lines.extend(response.iter_lines())
+
+    reader = threading.Thread(target=read, daemon=True)
+    reader.start()
+    return reader
+
+
+def test_sigterm_ends_progress_and_ocr_streams_with_a_final_event_within_the_grace(tmp_path: Path) -> None:
+    with held_standin() as standin, serving(vllm_env(standin, tmp_path, grace_s="1")) as server:
+        idle, busy = (httpx.post(f"{server.url}/api/task/create").json()["taskId"] for _ in range(2))
+        streams: dict[str, list[str]] = {"idle": [], "busy": [], "ocr": []}
+        readers = [
+            read_stream("GET", f"{server.url}/api/progress/{idle}", streams["idle"]),
+            read_stream("GET", f"{server.url}/api/progress/{busy}", streams["busy"]),
+            read_stream("POST", f"{server.url}/api/ocr/stream", streams["ocr"], data={"task_id": busy},
+                        files={"image": ("p.png", image_bytes())}),
+        ]
+        wait_until(lambda: standin.active == 1 and bool(streams["idle"]) and bool(streams["busy"]))
+        signalled = time.monotonic()
+        server.process.send_signal(signal.SIGTERM)
+        server.process.wait(1 + STOP_MARGIN_S)
+        assert time.monotonic() - signalled < 1 + STOP_MARGIN_S
+        for reader in readers:
+            reader.join(STOP_MARGIN_S)
+        name, last = parse_events(streams["ocr"])[-1]
+        assert (name, last["status"]) == ("error", 503) and "shut down" in last["detail"]
+        for task in ("idle", "busy"):
+            name, last = parse_events(streams[task])[-1]
+            assert (name, last["stage"]) == ("complete", "error"), streams[task]
+        assert "shutting down" in parse_events(streams["idle"])[-1][1]["message"]
+
+
+def test_sigterm_while_a_page_waits_on_vllm_answers_503_with_retry_after(tmp_path: Path) -> None:
+    with held_standin() as standin, serving(vllm_env(standin, tmp_path, grace_s="0.5")) as server:
+        answers: list[httpx.Response] = []
+        worker = threading.Thread(target=lambda: answers.append(httpx.post(
+            f"{server.url}/api/ocr", files={"image": ("p.png", image_bytes())}, timeout=EXIT_TIMEOUT_S)))
+        worker.start()
+        wait_until(lambda: standin.active == 1)
+        server.process.send_signal(signal.SIGTERM)
+        worker.join(EXIT_TIMEOUT_S)
+        assert answers[0].status_code == 503, answers[0].text
+        assert answers[0].headers["retry-after"] and "shut down" in answers[0].json()["detail"]
+        server.process.wait(STOP_MARGIN_S)
+        assert standin.aborted == 1  # its stream was closed: the generation stopped in vLLM

@@ -12,6 +12,7 @@ from typing import Callable
 from fastapi import FastAPI
 
 from dsocr.api.middleware.auth import ApiKeys
+from dsocr.api.sse import streams_end
 from dsocr.store.history import HistoryStore
 from dsocr.pipeline.runs import RunStore
 from dsocr.serving.submitter import PageSubmitter
@@ -72,6 +73,7 @@ def drain_on_sigterm(app: FastAPI, host: PageSubmitter, grace_s: float) -> None:
         log.info("SIGTERM: draining for up to %g s (DEEPSEEK_OCR_SHUTDOWN_GRACE_S)", grace_s)
         # The job worker claims nothing more; what it holds and cannot finish in time goes back to the queue.
         await asyncio.gather(app.state.jobs.stop_working(grace_s), host.stop(grace_s))
+        streams_end(app).set()  # streams still open (progress, job events) end with a final event
         stop_server()
 
     def start_draining() -> None:

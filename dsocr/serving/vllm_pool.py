@@ -235,14 +235,16 @@ class VllmPool(PageSubmitter):
         stopped = asyncio.ensure_future(self.stopped.wait())
         try:
             await asyncio.wait({work, stopped}, return_when=asyncio.FIRST_COMPLETED)
+        except BaseException:  # the caller was cancelled (its client left, its deadline passed)
+            work.cancel()
+            raise
         finally:
             stopped.cancel()
-            if not work.done():
-                work.cancel()  # also when the caller is cancelled (its client left, its deadline passed)
-        if work.cancelled():
-            await asyncio.gather(work, return_exceptions=True)  # the stream closed
-            raise self._shut_down()
-        return work.result()
+        if work.done():
+            return work.result()
+        work.cancel()
+        await asyncio.gather(work, return_exceptions=True)  # its stream closes, aborting the generation in vLLM
+        raise self._shut_down()
 
     def _others(self, tried: set[Server]) -> list[Server]:
         return [server for server in self.servers if server not in tried]

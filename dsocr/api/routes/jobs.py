@@ -18,7 +18,7 @@ from fastapi.responses import JSONResponse, Response, StreamingResponse
 
 from dsocr.api.middleware.auth import client_owner
 from dsocr.api.openapi import API_ERRORS, errors
-from dsocr.api.sse import KEEPALIVE, SSE_HEADERS, sse
+from dsocr.api.sse import KEEPALIVE, SSE_HEADERS, sse, until_streams_end
 from dsocr.api.uploads import UploadPace, read_job_upload
 from dsocr.errors import Conflict, InvalidField, NotFound, ServiceError
 from dsocr.store.changes import Changes, in_store
@@ -170,7 +170,10 @@ async def job_events(request: Request, job_id: str) -> StreamingResponse:
     last = request.headers.get("last-event-id") or request.query_params.get("lastEventId") or "0"
     after = int(last) if last.isdigit() and len(last) < 19 else 0
     stream = _job_stream(request, store, job_id, owner, view, after)
-    return StreamingResponse(stream, media_type="text/event-stream", headers=SSE_HEADERS)
+    # The job outlives this process: a stream the service ends as it stops says so, and the client reconnects.
+    shutdown = sse("shutdown", {"detail": "The service is shutting down; reconnect with Last-Event-ID to follow the job"})
+    return StreamingResponse(until_streams_end(request.app, stream, [shutdown]), media_type="text/event-stream",
+                             headers=SSE_HEADERS)
 
 
 async def _job_stream(request: Request, store: JobStore, job_id: str, owner: str, view: dict[str, Any],
