@@ -406,7 +406,8 @@ def test_without_a_server_the_service_runs_inside_the_command(native_checkpoint:
     assert "the service in this process" in run.stdout
     assert_mirrored(tree, out, run, with_json=True)
     # Its database, runs and history lived in a temporary folder: nothing of the service is left behind.
-    assert sorted(path.name for path in tmp_path.iterdir()) == ["docs", "md"]
+    left = sorted(path.name for path in tmp_path.iterdir())
+    assert left == ["docs", "md"], left
 
 
 def test_figures_are_fetched_from_the_server_and_the_markdown_links_to_them(openai_standin: OpenAIStandIn,
