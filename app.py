@@ -15,6 +15,7 @@ from dsocr import __version__
 from dsocr.api.errors import install_error_handlers
 from dsocr.api.lifecycle import drain_on_sigterm, open_history, reload_keys_on_sighup, start_sweeping
 from dsocr.api.middleware.auth import ApiKeyMiddleware, ApiKeys
+from dsocr.api.middleware.head import HeadAsGetMiddleware
 from dsocr.api.middleware.request_ids import REQUEST_ID_HEADER, RequestIdMiddleware
 from dsocr.api.middleware.request_metrics import RequestMetricsMiddleware
 from dsocr.api.middleware.root_path import RootPathMiddleware
@@ -153,13 +154,14 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         CORSMiddleware,
         allow_origins=["*"] if wildcard else settings.allowed_origins,
         allow_credentials=not wildcard,  # with "*", credentials would make Starlette echo any origin
-        allow_methods=["GET", "POST", "DELETE", "OPTIONS"],
+        allow_methods=["GET", "HEAD", "POST", "DELETE", "OPTIONS"],
         allow_headers=["*"],
         expose_headers=[REQUEST_ID_HEADER],
     )
     app.add_middleware(RequestMetricsMiddleware, metrics=metrics, paths=OCR_PATHS)
     app.add_middleware(RequestIdMiddleware, summarised=OCR_PATHS)  # every answer carries the id
     app.add_middleware(RootPathMiddleware, root_path=settings.ocr_root_path)
+    app.add_middleware(HeadAsGetMiddleware)  # outermost: everything inside sees the GET it stands for
     for feature in (health, modes, ocr, jobs, tasks, history, artifacts, ui):
         app.include_router(feature.router)
     return app

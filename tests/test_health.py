@@ -137,3 +137,25 @@ def test_cors_allow_list(start_client) -> None:
     assert allowed.headers["access-control-allow-origin"] == "https://b.example"
     refused = client.get("/health", headers={"Origin": "https://evil.example"})
     assert "access-control-allow-origin" not in refused.headers
+
+
+@pytest.mark.parametrize("path", ["/health", "/health/live", "/health/ready", "/api/modes", "/metrics", "/"])
+def test_head_is_answered_as_get_without_a_body(client, path: str) -> None:
+    got, head = client.get(path), client.head(path)
+    assert (head.status_code, got.status_code) == (200, 200)
+    assert head.content == b""
+    assert head.headers["content-type"] == got.headers["content-type"]
+    if path != "/metrics":  # its figures move between the two requests
+        assert head.headers["content-length"] == got.headers["content-length"]
+
+
+def test_head_on_a_stream_answers_its_head_and_ends(client) -> None:
+    task = client.post("/api/task/create").json()["taskId"]
+    head = client.head(f"/api/progress/{task}")
+    assert head.status_code == 200 and head.headers["content-type"].startswith("text/event-stream")
+    assert head.content == b""
+
+
+def test_head_where_get_is_not_answered_is_a_json_405(client) -> None:
+    response = client.head("/api/ocr")
+    assert response.status_code == 405 and "POST" in response.headers["allow"]

@@ -358,3 +358,24 @@ def test_a_pdf_worker_that_dies_is_replaced_and_the_next_pdf_is_read(start_clien
         assert crashed[0].status_code == 400 and "renderer" in crashed[0].json()["detail"]
     for name in ("next.pdf", "and-the-next.pdf"):
         assert post(client, make_pdf(), filename=name).status_code == 200
+
+
+@pytest.mark.parametrize(("range_header", "status", "words"), [
+    ("bytes=999999-", 416, ("outside the file", "1000 bytes")),
+    ("bytes=abc", 400, ("Range",)),
+    ("pages=0-1", 400, ("Range",)),
+])
+def test_a_range_an_artifact_cannot_serve_is_the_json_error_shape(client, range_header: str, status: int,
+                                                                 words: tuple[str, ...]) -> None:
+    runs: RunStore = client.app.state.runs
+    run = runs.create()
+    (run.path / "figure.png").write_bytes(bytes(1000))
+    runs.keep(run)
+    url = f"/api/runs/{run.id}/figure.png"
+    assert client.get(url, headers={"Range": "bytes=10-19"}).content == bytes(10)  # a Range it can serve: 206
+    response = client.get(url, headers={"Range": range_header})
+    assert response.status_code == status and response.headers["content-type"] == "application/json"
+    body = response.json()
+    assert body["requestId"] == response.headers["x-request-id"]
+    for word in words:
+        assert word in body["detail"], body

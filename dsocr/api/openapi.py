@@ -16,6 +16,7 @@ ERROR_DESCRIPTIONS = {
     408: "The upload did not arrive in time (DEEPSEEK_OCR_UPLOAD_TIMEOUT_S, DEEPSEEK_OCR_UPLOAD_MIN_KIB_S)",
     413: "The upload, the image's pixels or the PDF's selected pages are past their limit",
     415: "Not an image or PDF, or not sent as multipart/form-data",
+    416: "A Range header asks for bytes outside the file",
     422: "A field is invalid (mode, prompt, pages), or a PDF is encrypted or renders past its time budget",
     499: "The client left before its answer (seen only in logs and metrics)",
     500: "An internal error; its request id is in the log",
