@@ -73,3 +73,11 @@ class Conflict(ServiceError):
 
     status_code = 409
     reason = "conflict"
+
+
+class StorageFull(ServiceError):
+    """The disk (or quota) the request's files are written to is full: not the client's fault, and not for a retry
+    elsewhere in this process until space is freed."""
+
+    status_code = 507
+    reason = "storage_full"

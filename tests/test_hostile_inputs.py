@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import contextlib
 import io
+import os
+import shutil
 import socket
 import subprocess
 import sys
@@ -17,7 +19,8 @@ from PIL import Image
 
 from dsocr.pipeline.runs import RunStore
 from helpers import ROOT, image_bytes, make_pdf, metric, post, wait_until
-from live_server import Server, serving
+from live_server import Server, free_port, serving
+from openai_standin import OpenAIStandIn
 from standin_checkpoint import calls, set_answer
 
 
@@ -379,3 +382,52 @@ def test_a_range_an_artifact_cannot_serve_is_the_json_error_shape(client, range_
     assert body["requestId"] == response.headers["x-request-id"]
     for word in words:
         assert word in body["detail"], body
+
+
+def can_mount_in_a_user_namespace() -> bool:
+    return shutil.which("unshare") is not None and subprocess.run(
+        ["unshare", "--user", "--map-root-user", "--mount", "true"], capture_output=True).returncode == 0
+
+
+@pytest.mark.skipif(not can_mount_in_a_user_namespace(), reason="needs unshare and unprivileged user namespaces")
+def test_a_full_runs_disk_is_a_507_naming_it_and_readiness_says_so_until_space_is_back(tmp_path: Path) -> None:
+    """A real full disk: the server runs in a user and mount namespace of its own (no root needed), its runs
+    folder a 256 KiB tmpfs filled up before it starts; in front of a stand-in vLLM server whose answer has a figure,
+    so that the request writes a crop."""
+    runs = tmp_path / "runs"
+    runs.mkdir()
+    standin = OpenAIStandIn().start()
+    standin.script.pieces = ["<|ref|>image<|/ref|><|det|>[[0, 0, 999, 999]]<|/det|>"]
+    fill = f'mount -t tmpfs -o size=256k tmpfs "{runs}" && (head -c 1000000 /dev/zero > "{runs}/filler" || true)'
+    port = free_port()
+    env = {k: v for k, v in os.environ.items() if not k.upper().startswith("DEEPSEEK_")}
+    env.update(DEEPSEEK_OCR_ENGINE="vllm", DEEPSEEK_OCR_VLLM_URLS=standin.url, DEEPSEEK_OCR_RUNS_DIR=str(runs),
+               DEEPSEEK_OCR_DATA_DIR=str(tmp_path / "data"), DEEPSEEK_OCR_HISTORY_DIR=str(tmp_path / "history"))
+    with open(tmp_path / "server.log", "w+") as log:
+        process = subprocess.Popen(
+            ["unshare", "--user", "--map-root-user", "--mount", "sh", "-c", fill + ' 2>/dev/null && exec "$@"', "sh",
+             sys.executable, "-m", "uvicorn", "app:app", "--host", "127.0.0.1", "--port", str(port)],
+            cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
+        url = f"http://127.0.0.1:{port}"
+        try:
+            wait_until(lambda: _status(f"{url}/health") == 200)
+            response = httpx.post(f"{url}/api/ocr", files={"image": ("p.png", image_bytes())}, timeout=60)
+            assert response.status_code == 507, response.text
+            assert "DEEPSEEK_OCR_RUNS_DIR" in response.json()["detail"] and response.json()["requestId"]
+            health = httpx.get(f"{url}/health/ready")
+            assert health.status_code == 503 and "is full" in health.json()["detail"]
+            assert metric(url, "deepseek_ocr_failures_total", reason="storage_full") == 1
+            os.remove(f"/proc/{process.pid}/root{runs}/filler")  # the operator frees space, as the server sees it
+            wait_until(lambda: _status(f"{url}/health/ready") == 200)
+            assert httpx.post(f"{url}/api/ocr", files={"image": ("p.png", image_bytes())}, timeout=60).status_code == 200
+        finally:
+            process.terminate()
+            process.wait(60)
+            standin.stop()
+
+
+def _status(url: str) -> int:
+    try:
+        return httpx.get(url, timeout=5).status_code
+    except httpx.TransportError:
+        return 0

@@ -43,6 +43,12 @@ async def convert(
         )
         reporter.postprocessing()
         await in_worker(runs.keep, run)
+    except OSError as exc:  # the run's folders and artifacts: a full disk is a 507 naming the runs folder
+        runs.discard(run)
+        failure = runs.write_failed(exc)
+        if failure is exc:
+            raise
+        raise failure from None
     except BaseException:
         runs.discard(run)
         raise

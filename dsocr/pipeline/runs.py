@@ -3,6 +3,7 @@ DEEPSEEK_OCR_RUN_TTL_S within DEEPSEEK_OCR_RUNS_MAX_MB (oldest removed first); a
 
 from __future__ import annotations
 
+import errno
 import logging
 import os
 import re
@@ -13,11 +14,17 @@ import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
+from dsocr.errors import StorageFull
+
 log = logging.getLogger("deepseek_ocr.runs")
 
 RUN_ID = re.compile(r"[0-9a-f]{32}")
 # Artifacts lie at most pages/N/images/K.jpg deep: deeper paths are refused before touching the disk.
 MAX_ARTIFACT_DEPTH = 8
+# The errors of a write that found no space: a full disk, or a full quota.
+NO_SPACE = (errno.ENOSPC, errno.EDQUOT)
+# Once a write found no space, readiness writes this much to see whether space is back (a figure crop's order).
+SPACE_PROBE_BYTES = 64 * 1024
 
 
 class RunsDirError(Exception):
@@ -42,6 +49,7 @@ class RunStore:
         self.max_bytes = max_bytes
         self.active: set[str] = set()  # runs whose request is still going: never swept
         self.sweeping = threading.Lock()
+        self.full: str | None = None  # why writes fail for want of space, until a probe finds space again
 
     def prepare(self) -> None:
         """Makes the runs folder and proves it writable, or says which setting to fix."""
@@ -60,7 +68,10 @@ class RunStore:
     def create(self, root_path: str = "") -> Run:
         run_id = uuid.uuid4().hex
         path = self.root / run_id
-        path.mkdir(parents=True)
+        try:
+            path.mkdir(parents=True)
+        except OSError as exc:
+            raise self.write_failed(exc) from None
         self.active.add(run_id)
         return Run(run_id, path, root_path.rstrip("/"))
 
@@ -78,6 +89,35 @@ class RunStore:
         self.active.discard(run.id)
         if run.path.exists():
             self.sweep()
+
+    def write_failed(self, exc: OSError) -> Exception:
+        """What a failed write into the runs folder becomes: with no space left (disk or quota), a 507 naming the
+        folder, which readiness reports until space is back; anything else stays as it was."""
+        if exc.errno not in NO_SPACE:
+            return exc
+        if self.full is None:
+            log.error("the runs folder %s is full (%s): requests fail with 507 until space is freed", self.root,
+                      os.strerror(exc.errno))
+        self.full = (f"The runs folder (DEEPSEEK_OCR_RUNS_DIR={str(self.root)!r}) is full: {os.strerror(exc.errno)}; "
+                     "free space on its disk (or lower DEEPSEEK_OCR_RUNS_MAX_MB)")
+        return StorageFull(self.full)
+
+    def space_problem(self) -> str | None:
+        """None while runs can be written; else why not. Only after a write found no space: then a small write
+        says whether space is back. Blocking: call it off the event loop."""
+        if self.full is None:
+            return None
+        probe = self.root / f".space-test-{uuid.uuid4().hex}"
+        try:
+            probe.write_bytes(bytes(SPACE_PROBE_BYTES))
+        except OSError as exc:
+            if exc.errno in NO_SPACE:
+                return self.full
+        finally:
+            probe.unlink(missing_ok=True)
+        log.info("the runs folder %s has space again", self.root)
+        self.full = None
+        return None
 
     def artifact(self, run_id: str, relative: str) -> Path | None:
         """The file `relative` inside run `run_id`, or None for anything else (other runs, traversal, folders)."""
