@@ -20,6 +20,7 @@ import httpx
 import pytest
 from PIL import Image
 
+from dsocr.__main__ import main
 from dsocr.cli.display import PlainLines, ProgressBar, Report, display_for, summary
 from dsocr.cli.jobs_client import BACKOFF_FIRST_S, CONNECTION_TRIES, JobsClient, RequestFailed, retry_after_s
 from dsocr.cli.ledger import COMPACT_SLACK, LEDGER_NAME, Ledger
@@ -290,6 +291,20 @@ def test_plain_lines_and_the_summary_name_every_failure() -> None:
     assert summary(report, "md") == (
         "Converted 1 document (1 page) into md, skipped 1 (up to date), failed 1; ignored 1 file that is neither "
         "an image nor a PDF.\nFailed:\n  docs/b.pdf: broken")
+
+
+def test_a_mistake_in_the_command_is_named_before_anything_is_read(tmp_path: Path,
+                                                                  capsys: pytest.CaptureFixture[str]) -> None:
+    tree = make_tree(tmp_path / "docs")
+    (tmp_path / "taken").write_text("a file, not a folder")
+    assert main(["convert", str(tree), "--out", str(tmp_path / "taken"), "--server", "http://127.0.0.1:9"]) == 1
+    assert f"Cannot use {tmp_path / 'taken'} as the output folder" in capsys.readouterr().err
+    assert main(["convert", str(tree), "--out", str(tmp_path / "md"), "--server", "http://127.0.0.1:9",
+                 "--model", "demo"]) == 2
+    assert "--model is for a conversion without --server" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as usage:
+        main(["convert", str(tree), "--out", str(tmp_path / "md"), "--concurrency", "0"])
+    assert usage.value.code == 2 and "'0' is not a whole number of at least 1" in capsys.readouterr().err
 
 
 # --- against the real server, and in-process -------------------------------------------------------------------

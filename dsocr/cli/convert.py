@@ -74,7 +74,12 @@ def run(args: argparse.Namespace, stdin: TextIO = sys.stdin, stdout: TextIO = sy
     found = find_documents(args.paths, stdin if STDIN in args.paths else (), exclude=options.out)
     report = Report(ignored=[str(path) for path in found.ignored])
     ledger = Ledger(options.out)
-    ledger.load()
+    try:
+        options.out.mkdir(parents=True, exist_ok=True)
+        ledger.load()
+    except OSError as exc:
+        print(f"Cannot use {options.out} as the output folder: {exc.strerror or exc}", file=sys.stderr)
+        return EXIT_FAILED
     documents = plan(found, options, ledger, report)
     if documents:
         where = options.server or "the service in this process"
@@ -206,6 +211,9 @@ class Conversion:
                 if exc.fatal:
                     self.stopped = str(exc)
                 self._failed(document, str(exc))
+            except OSError as exc:  # the ledger could not be written: no other document could be recorded either
+                self.stopped = f"cannot write {exc.filename or self.ledger.path}: {exc.strerror or exc}"
+                self._failed(document, self.stopped)
 
     async def _convert(self, document: Document) -> None:
         try:
