@@ -48,8 +48,9 @@ OPENAPI_TAGS = [
     {"name": "artifacts", "description": "Figure crops and annotated pages of a run (capability URLs)"},
     {"name": "service", "description": "Probes, the model's modes"},
 ]
-# Progress tasks: at most this many at once, each forgotten this long after its last change.
-MAX_TASKS = 1024
+# Progress tasks: at most this many at once, and per API key, each forgotten this long after its last change.
+MAX_TASKS = 4096
+MAX_TASKS_PER_KEY = 1024
 TASK_TTL_S = 600
 
 
@@ -125,7 +126,6 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.metrics = metrics = Metrics()
     app.state.model = make_submitter(settings, metrics)
     app.state.admission = Admission(settings.ocr_max_queue, metrics, settings.ocr_max_queue_pages)
-    app.state.tasks = TaskRegistry(MAX_TASKS, TASK_TTL_S, settings.ocr_sse_ping_s)
     app.state.pdf_workers = PdfWorkers(settings.ocr_pdf_workers, settings.ocr_pdf_page_timeout_s,
                                          metrics.pdf_workers_busy)
     try:
@@ -133,6 +133,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     except DatabaseUrlError as exc:
         raise SettingsError(str(exc)) from None
     app.state.changes = changes = Changes(database)
+    app.state.tasks = TaskRegistry(database, changes, MAX_TASKS, MAX_TASKS_PER_KEY, TASK_TTL_S, settings.ocr_sse_ping_s)
     app.state.jobs = JobService(settings, database, changes, app.state.model, app.state.pdf_workers)
     megabytes = 1024 * 1024
     app.state.history = (

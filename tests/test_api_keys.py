@@ -129,7 +129,7 @@ def test_a_root_path_ending_in_a_slash_does_not_get_past_the_key(start_client, r
     from starlette.testclient import TestClient
 
     app = start_client(ocr_api_keys=KEY_A).app
-    with TestClient(app, root_path=root_path) as behind:
-        url = f"http://testserver{path}"
-        assert behind.get(url).status_code == 401
-        assert behind.get(url, headers=bearer(KEY_A)).status_code == 200
+    behind = TestClient(app, root_path=root_path)  # the same app, already started: no second lifespan
+    url = f"http://testserver{path}"
+    assert behind.get(url).status_code == 401
+    assert behind.get(url, headers=bearer(KEY_A)).status_code == 200

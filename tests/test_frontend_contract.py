@@ -202,19 +202,20 @@ def test_a_task_named_before_the_body_hears_of_a_refusal_before_the_form_is_read
 
 
 def test_tasks_are_bounded_finished_ones_forgotten_first(start_client) -> None:
-    client = start_client()  # its own app: the task registry starts empty
-    registry = client.app.state.tasks
+    client = start_client()  # its own app: the task store starts empty
+    store = client.app.state.tasks.store
+    store.max_per_key = 4  # the real cap is 1024 a key: the same rule, smaller
     first = client.post("/api/task/create").json()["taskId"]
     finished = client.post("/api/task/create").json()["taskId"]
     assert seed_upload(client, image_bytes(), task_id=finished).status_code == 200
-    for _ in range(registry.max_tasks - 2):
+    for _ in range(store.max_per_key - 2):
         client.post("/api/task/create")
-    assert len(registry.tasks) == registry.max_tasks
+    assert store.count() == store.max_per_key
     client.post("/api/task/create")  # one too many: the finished task goes
     assert progress(client, finished)[0][1]["message"] == "Unknown or expired task id"
     client.post("/api/task/create")  # then the least recently updated
     assert progress(client, first)[0][1]["message"] == "Unknown or expired task id"
-    assert len(registry.tasks) == registry.max_tasks
+    assert store.count() == store.max_per_key
 
 
 def test_progress_follows_a_pdf_page_by_page_over_the_real_server(real_server: Server) -> None:

@@ -69,6 +69,7 @@ class RequestScope:
         self.admission.release_pages(self.held_pages)
         if failure is not None:
             self.reporter.failed(failure_detail(failure))
+        self.reporter.close()
 
     def release_when_done(self, work: asyncio.Future) -> None:
         """For work that outlives the handler (a stream): released when it ends, even if nobody reads it."""

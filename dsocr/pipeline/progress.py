@@ -1,167 +1,163 @@
 """Progress of an OCR request for a client that follows it apart from the request (the web frontend): a task is
-created first, followed over server-sent events, and named by the OCR request's `task_id` field."""
+created first, followed over server-sent events, and named by the OCR request's `task_id` field. Tasks live in
+the database (dsocr.store.tasks), so the request and the follower may reach different replicas."""
 
 from __future__ import annotations
 
 import asyncio
-import secrets
-import time
-from collections import OrderedDict
-from dataclasses import dataclass, field
+import logging
 from typing import AsyncIterator, Literal
 
+from dsocr.errors import ServiceError
+from dsocr.store.changes import Changes, in_store
+from dsocr.store.database import Database
+from dsocr.store.tasks import FINAL_STAGES, TaskStore
+
+log = logging.getLogger("deepseek_ocr.tasks")
+
 Stage = Literal["pending", "upload", "preprocessing", "inference", "postprocessing", "complete", "error"]
-FINAL_STAGES = ("complete", "error")
 # Where each stage starts on the progress bar; inference fills the span up to postprocessing page by page.
 STAGE_PERCENT = {"pending": 0, "upload": 5, "preprocessing": 10, "inference": 20, "postprocessing": 95,
                  "complete": 100, "error": 100}
 # What a follower is sent: an event name (None: an unnamed message) and the state.
 Message = tuple[str | None, dict]
-# States kept for a follower that reads slower than the task changes.
-MAX_PENDING_STATES = 64
+# How long a follower waits for this process's pending writes of its task before reading it.
+SETTLE_WAIT_S = 2.0
 
 
-@dataclass
-class Task:
-    id: str
-    owner: str = ""  # the API key's fingerprint that created it ("" without keys): only it follows the task
-    stage: Stage = "pending"
-    current: int = 0
-    total: int = 0
-    message: str = "Waiting for the upload"
-    updated: float = field(default_factory=time.monotonic)
-    # Each follower's queue of states to send; None means the task is gone.
-    followers: set[asyncio.Queue[dict | None]] = field(default_factory=set)
+def task_state(stage: Stage, message: str, current: int = 0, total: int = 0) -> dict:
+    percent = STAGE_PERCENT[stage]
+    if stage == "inference" and total:
+        span = STAGE_PERCENT["postprocessing"] - STAGE_PERCENT["inference"]
+        percent = STAGE_PERCENT["inference"] + span * current // total
+    return {"stage": stage, "current": current, "total": total, "message": message, "percent": percent}
 
-    @property
-    def percent(self) -> int:
-        if self.stage == "inference" and self.total:
-            span = STAGE_PERCENT["postprocessing"] - STAGE_PERCENT["inference"]
-            return STAGE_PERCENT["inference"] + span * self.current // self.total
-        return STAGE_PERCENT[self.stage]
 
-    def state(self) -> dict:
-        return {"stage": self.stage, "current": self.current, "total": self.total, "message": self.message,
-                "percent": self.percent}
-
-    def publish(self, state: dict | None) -> None:
-        for queue in self.followers:
-            if queue.qsize() >= MAX_PENDING_STATES:  # a follower that does not read loses the oldest news
-                queue.get_nowait()
-            queue.put_nowait(state)
+PENDING = task_state("pending", "Waiting for the upload")
 
 
 class TaskRegistry:
-    """Tasks by random id, at most `max_tasks` (the least recently updated go first), each forgotten `ttl_s`
-    after its last update. Lives on the event loop: no locking."""
+    """Creates and follows tasks: at most `max_per_key` per API key and `max_tasks` in all (see TaskStore), each
+    forgotten `ttl_s` after its last change."""
 
-    def __init__(self, max_tasks: int, ttl_s: float, keepalive_s: float = 15) -> None:
+    def __init__(self, database: Database, changes: Changes, max_tasks: int, max_per_key: int, ttl_s: float,
+                 keepalive_s: float = 15) -> None:
+        self.store = TaskStore(database, max_per_key, max_tasks, ttl_s, held_s=max(4 * keepalive_s, 60))
+        self.changes = changes
         self.max_tasks = max_tasks
-        self.ttl_s = ttl_s
         self.keepalive_s = keepalive_s  # a follower hears at least this often that the task is still there
-        self.tasks: OrderedDict[str, Task] = OrderedDict()  # least recently updated first
+        self.writing: dict[str, TaskReporter] = {}  # tasks whose states this process is writing
 
-    def create(self, owner: str = "") -> Task:
-        self._expire()
-        while len(self.tasks) >= self.max_tasks:
-            # Finished tasks go first, then the least recently updated.
-            victim = next((task for task in self.tasks.values() if task.stage in FINAL_STAGES),
-                          next(iter(self.tasks.values())))
-            del self.tasks[victim.id]
-            victim.publish(None)
-        task = Task(secrets.token_hex(16), owner)
-        self.tasks[task.id] = task
-        return task
+    async def _settled(self, task_id: str) -> None:
+        """Waits (briefly) until this process has written what it has of the task: a follower that connects
+        right after an answer sees that answer's last state first."""
+        reporter = self.writing.get(task_id)
+        if reporter is not None:
+            try:
+                await asyncio.wait_for(reporter.idle.wait(), SETTLE_WAIT_S)
+            except asyncio.TimeoutError:
+                pass
 
-    def get(self, task_id: str, owner: str = "") -> Task | None:
-        """The task, unless unknown, expired or another owner's."""
-        self._expire()
-        task = self.tasks.get(task_id)
-        return task if task is not None and task.owner == owner else None
-
-    def update(self, task: Task, stage: Stage, message: str, current: int | None = None, total: int | None = None) -> None:
-        if task.stage in FINAL_STAGES or self.tasks.get(task.id) is not task:
-            return
-        task.stage, task.message = stage, message
-        if total is not None:
-            task.total = total
-        if current is not None:
-            task.current = current
-        task.updated = time.monotonic()
-        self.tasks.move_to_end(task.id)
-        task.publish(task.state())
-
-    def _expire(self) -> None:
-        cutoff = time.monotonic() - self.ttl_s
-        while self.tasks:
-            task = next(iter(self.tasks.values()))
-            if task.updated >= cutoff:
-                break
-            del self.tasks[task.id]
-            task.publish(None)
+    async def create(self, owner: str = "") -> str:
+        return await in_store(self.store.create, owner, PENDING)
 
     async def follow(self, task_id: str, owner: str = "") -> AsyncIterator[Message | None]:
         """The task's state now and at every change, as unnamed messages, then a `complete` one once it completes
         or fails; None now and then while nothing changes. An unknown or expired task ends at once, as an error."""
-        task = self.get(task_id, owner)
-        if task is None:
+        await self._settled(task_id)
+        exists, latest = await in_store(self.store.states, task_id, owner, -1, True)
+        if not exists:
             gone = _gone("Unknown or expired task id")
             yield None, gone
             yield "complete", gone
             return
-        queue: asyncio.Queue[dict | None] = asyncio.Queue()
-        task.followers.add(queue)
-        try:
-            state: dict | None = task.state()
+        after, state = latest[0] if latest else (0, PENDING)
+        loop = asyncio.get_running_loop()
+        while True:
+            yield None, state
+            if state["stage"] in FINAL_STAGES:
+                yield "complete", state
+                return
+            quiet_since = loop.time()
             while True:
-                if state is None:
+                await self.changes.wait(f"task:{task_id}", self.keepalive_s)
+                hold = loop.time() - quiet_since >= self.keepalive_s
+                exists, states = await in_store(self.store.states, task_id, owner, after, hold)
+                if not exists:
                     gone = _gone("The task expired")
                     yield None, gone
                     yield "complete", gone
                     return
-                yield None, state
-                if state["stage"] in FINAL_STAGES:
-                    yield "complete", state
-                    return
-                state = await self._next_state(task, queue)
-                while state is _KEEPALIVE:
+                if states:
+                    break
+                if hold:
+                    quiet_since = loop.time()
                     yield None
-                    state = await self._next_state(task, queue)
-        finally:
-            task.followers.discard(queue)
-
-    async def _next_state(self, task: Task, queue: asyncio.Queue[dict | None]) -> dict | None:
-        try:
-            return await asyncio.wait_for(queue.get(), self.keepalive_s)
-        except asyncio.TimeoutError:
-            self._expire()
-            return _KEEPALIVE if self.tasks.get(task.id) is task else None
-
-
-_KEEPALIVE: dict = {}
+            for event_id, state in states[:-1]:
+                after = event_id
+                yield None, state
+            after, state = states[-1]
 
 
 def _gone(message: str) -> dict:
-    return {"stage": "error", "current": 0, "total": 0, "message": message, "percent": 100}
+    return task_state("error", message)
 
 
 class TaskReporter:
-    """Turns one OCR request's steps and its pipeline events into its task's stages; does nothing until a task
-    is attached (requests without `task_id`, or with an unknown one)."""
+    """Turns one OCR request's steps and its pipeline events into its task's states, written in order by one
+    writer; does nothing until a task is attached (requests without `task_id`, or with an unknown one)."""
 
     def __init__(self, registry: TaskRegistry, owner: str = "") -> None:
         self.registry = registry
         self.owner = owner
-        self.task: Task | None = None
+        self.task_id: str | None = None
+        self.stage: Stage = "pending"
+        self.current = self.total = 0
+        self.pending: asyncio.Queue[dict | None] = asyncio.Queue()
+        self.idle = asyncio.Event()  # nothing waits to be written
+        self.idle.set()
+        self.writer: asyncio.Task | None = None
 
     def attach(self, task_id: str | None) -> None:
         """Follows the task `task_id` (if its owner's) from now on, unless one is followed already."""
-        if self.task is None and task_id:
-            self.task = self.registry.get(task_id, self.owner)
+        if self.task_id is None and task_id:
+            self.task_id = task_id
+            self.idle.clear()
+            self.registry.writing[task_id] = self
+            self.writer = asyncio.ensure_future(self._write(task_id))
+
+    async def _write(self, task_id: str) -> None:
+        """Writes the states in order; a task that is unknown, another key's or ended is left alone."""
+        store = self.registry.store
+        try:
+            if not await in_store(store.owned, task_id, self.owner):
+                return
+            while True:
+                if self.pending.empty():
+                    self.idle.set()
+                state = await self.pending.get()
+                if state is None or not await in_store(store.record, task_id, self.owner, state):
+                    return
+                self.registry.changes.fire(f"task:{task_id}")
+                if state["stage"] in FINAL_STAGES:
+                    return
+        except ServiceError as exc:  # a database that is unavailable never fails the request itself
+            log.warning("progress task %s: cannot record its progress (%s)", task_id, exc.detail)
+        finally:
+            self.idle.set()
+            if self.registry.writing.get(task_id) is self:
+                del self.registry.writing[task_id]
 
     def _update(self, stage: Stage, message: str, current: int | None = None, total: int | None = None) -> None:
-        if self.task is not None:
-            self.registry.update(self.task, stage, message, current, total)
+        if self.task_id is None or self.stage in FINAL_STAGES:
+            return
+        self.stage = stage
+        if total is not None:
+            self.total = total
+        if current is not None:
+            self.current = current
+        self.idle.clear()
+        self.pending.put_nowait(task_state(stage, message, self.current, self.total))
 
     def uploaded(self, size: int) -> None:
         self._update("upload", f"Upload received ({size} bytes)")
@@ -171,8 +167,8 @@ class TaskReporter:
         self._update("inference", f"Reading {total} page(s)", current=0, total=total)
 
     def event(self, name: str, data: dict) -> None:
-        """A pipeline event (see ocr_pipeline.EventSink)."""
-        if self.task is None or self.task.stage != "inference":
+        """A pipeline event (see pipeline.pages.EventSink)."""
+        if self.task_id is None or self.stage != "inference":
             return
         if name == "queued":
             self._update("inference", f"Page {data['page']} is waiting for the model ({data['position']} ahead)")
@@ -189,3 +185,8 @@ class TaskReporter:
 
     def failed(self, detail: str) -> None:
         self._update("error", detail)
+
+    def close(self) -> None:
+        """The request is over: the writer ends once it has written what is pending."""
+        if self.task_id is not None:
+            self.pending.put_nowait(None)

@@ -153,8 +153,16 @@ tasks = Table(
     Column("current", Integer, nullable=False, default=0),
     Column("total", Integer, nullable=False, default=0),
     Column("message", Text, nullable=False),
-    Column("version", Integer, nullable=False, default=0),  # bumped on every change: followers poll by it
-    Column("followed", Float),  # last time a follower was reading it: never the one evicted
+    Column("followed", Float),  # last time a follower or an upload held it: such a task is never evicted
     Column("updated", Float, nullable=False),
 )
 Index("tasks_by_owner", tasks.c.owner, tasks.c.updated)
+
+task_events = Table(
+    "task_events",
+    metadata,
+    Column("id", SERIAL, primary_key=True, autoincrement=True),
+    Column("task_id", String(64), nullable=False),
+    Column("data", Text, nullable=False),  # the task's state after the change
+)
+Index("task_events_by_task", task_events.c.task_id, task_events.c.id)

@@ -19,7 +19,7 @@ router = APIRouter(tags=["progress"], responses=errors(*API_ERRORS))
 @router.post("/api/task/create", response_model=TaskCreated)
 async def create_task(request: Request) -> TaskCreated:
     """A progress task: follow it at /api/progress/{taskId}, and name it in an OCR request's `task_id` field."""
-    return TaskCreated(task_id=request.app.state.tasks.create(client_owner(request)).id)
+    return TaskCreated(task_id=await request.app.state.tasks.create(client_owner(request)))
 
 
 @router.get(
