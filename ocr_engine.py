@@ -26,6 +26,8 @@ class PageRequest:
     on_text: Callable[[str], None] | None = None  # gets the raw text piece by piece as it is generated
     # Set when nobody waits for the answer any more (client gone, deadline passed): generation may stop early.
     abandoned: threading.Event = field(default_factory=threading.Event)
+    # None: upstream's greedy decoding. A number: sample at that temperature (a page read again after it looped).
+    temperature: float | None = None
 
 
 @dataclass
@@ -33,6 +35,8 @@ class PageResult:
     raw_text: str
     finish_reason: FinishReason
     generated_tokens: int
+    attempts: int = 1  # times the page was read (dsocr.serving.retries)
+    repetition_cut: bool = False  # the text's repeated tail was cut (dsocr.serving.repetition)
 
 
 @dataclass

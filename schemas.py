@@ -116,7 +116,10 @@ class PageOut(CamelModel):
     image_height: int
     duration_ms: float
     finish_reason: FinishReason
-    generated_tokens: int = Field(0, description="Tokens the model generated for the page")
+    generated_tokens: int = Field(0, description="Tokens the model generated for the page (in the reading kept)")
+    attempts: int = Field(1, description="Times the page was read: more than 1 when it looped and was read again")
+    repetition_cut: bool = Field(False, description="The text ended in a span repeated over and over (a loop), "
+                                                    "cut to its first copy")
     annotated_image_url: str | None
     timings: TimingsOut
     layout: PageLayout

@@ -27,6 +27,7 @@ IMAGE_PLACEHOLDER = "<image>"
 # Host names as DNS labels write them, with the underscores of container and compose service names.
 HOSTNAME = re.compile(r"[a-z0-9_]([a-z0-9_-]*[a-z0-9_])?(\.[a-z0-9_]([a-z0-9_-]*[a-z0-9_])?)*\.?")
 DEFAULT_PORTS = {"http": 80, "https": 443}
+MAX_TEMPERATURE = 2.0
 
 
 class AttnImpl(str, Enum):
@@ -124,6 +125,9 @@ class Settings(BaseSettings):
     # Repetition guard: upstream's image setting, n-gram 30 within the last 90 tokens; 0 disables.
     ocr_ngram_size: int = Field(30, ge=0)
     ocr_ngram_window: int = Field(90, ge=0)
+    # Pages that loop are read again, sampling at these temperatures in turn (olmOCR's ladder); 0 retries: off.
+    ocr_page_retries: int = Field(2, ge=0, le=10)
+    ocr_retry_temperatures: Annotated[list[float], NoDecode] = [0.2, 0.5]
 
     # Artifacts of finished runs (figure crops, annotated pages).
     ocr_run_ttl_s: float = Field(3600, ge=0)
@@ -161,7 +165,8 @@ class Settings(BaseSettings):
     ocr_webhook_hosts: Annotated[list[str], NoDecode] = []
     ocr_webhook_secret: str = Field("", repr=False)
 
-    @field_validator("allowed_origins", "ocr_vllm_urls", "ocr_api_keys", "ocr_webhook_hosts", mode="before")
+    @field_validator("allowed_origins", "ocr_vllm_urls", "ocr_api_keys", "ocr_webhook_hosts", "ocr_retry_temperatures",
+                     mode="before")
     @classmethod
     def _split_list(cls, value: object) -> object:
         if isinstance(value, str):
@@ -247,6 +252,18 @@ class Settings(BaseSettings):
                              f"{self.ocr_ngram_window}: the repetition guard could never act (0 in either turns "
                              f"it off)")
         return self
+
+    @field_validator("ocr_retry_temperatures")
+    @classmethod
+    def _sampling_temperatures(cls, temperatures: list[float]) -> list[float]:
+        # 0 would be greedy decoding again, which is what looped; above 2 the text is noise (OpenAI's bound too).
+        if not temperatures:
+            raise ValueError("at least one temperature is needed (DEEPSEEK_OCR_PAGE_RETRIES=0 turns retries off)")
+        for temperature in temperatures:
+            if not 0 < temperature <= MAX_TEMPERATURE:
+                raise ValueError(f"{temperature:g} is not a sampling temperature: each is above 0 and at most "
+                                 f"{MAX_TEMPERATURE:g}")
+        return temperatures
 
     @field_validator("ocr_root_path")
     @classmethod

@@ -22,7 +22,8 @@ from settings import Settings, load_settings
 
 ROOT = Path(__file__).resolve().parent.parent
 
-# Random weights never end their answer: every test caps generation.
+# Random weights never end their answer: every test caps generation, and reads a page once (a page ended by the
+# cap would be read again: tests of that turn it on).
 TEST_MAX_NEW_TOKENS = 6
 WAIT_TIMEOUT_S = 120
 PDF_COLORS = ("white", "black", "gray")
@@ -44,6 +45,7 @@ def make_settings(checkpoint: Path, runs_dir: Path, **overrides: object) -> Sett
         "ocr_history_dir": runs_dir.parent / "history",
         "ocr_data_dir": runs_dir.parent / "data",
         "ocr_max_new_tokens": TEST_MAX_NEW_TOKENS,
+        "ocr_page_retries": 0,
     }
     values.update(overrides)
     return load_settings(**values)
@@ -52,7 +54,7 @@ def make_settings(checkpoint: Path, runs_dir: Path, **overrides: object) -> Sett
 def server_env(checkpoint: Path, runs_dir: Path, **extra: str) -> dict[str, str]:
     """The environment of a real server (live_server.Server) on `checkpoint`, its runs in `runs_dir`."""
     return {"DEEPSEEK_OCR_MODEL_PATH": str(checkpoint), "DEEPSEEK_OCR_RUNS_DIR": str(runs_dir),
-            "DEEPSEEK_OCR_DATA_DIR": str(runs_dir.parent / "data"), **extra}
+            "DEEPSEEK_OCR_DATA_DIR": str(runs_dir.parent / "data"), "DEEPSEEK_OCR_PAGE_RETRIES": "0", **extra}
 
 
 def subprocess_env(**extra: str) -> dict[str, str]:

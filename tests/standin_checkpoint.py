@@ -45,10 +45,12 @@ def build_standin_checkpoint(folder: Path, family: str = "v1") -> Path:
     return folder
 
 
-def set_answer(folder: Path, text: str = "", raise_message: str | None = None, token_delay_s: float = 0.0) -> None:
-    """What the stand-in's infer answers next (or raises), and how long each generated token takes."""
+def set_answer(folder: Path, text: str = "", raise_message: str | None = None, token_delay_s: float = 0.0,
+               sampled_text: str | None = None) -> None:
+    """What the stand-in's infer answers next (or raises; `sampled_text` when asked to sample), and how long each
+    generated token takes."""
     (folder / "answer.json").write_text(json.dumps({"text": text, "raise": raise_message,
-                                                    "token_delay_s": token_delay_s}))
+                                                    "token_delay_s": token_delay_s, "sampled_text": sampled_text}))
 
 
 def calls(folder: Path) -> list[dict[str, Any]]:

@@ -8,6 +8,7 @@ REQUIRED = (
     "deepseek_ocr_requests_total", "deepseek_ocr_queue_depth", "deepseek_ocr_running",
     "deepseek_ocr_request_duration_seconds", "deepseek_ocr_queue_wait_seconds", "deepseek_ocr_inference_seconds",
     "deepseek_ocr_batch_size", "deepseek_ocr_generated_tokens_total", "deepseek_ocr_failures_total",
+    "deepseek_ocr_page_retries_total",
 )
 
 

@@ -24,7 +24,7 @@ def shown(default: object) -> str:
     if isinstance(default, Enum):
         return str(default.value)
     if isinstance(default, list):
-        return ",".join(default)
+        return ",".join(str(item) for item in default)
     return str(default).replace("\n", "\\n").replace("|", "\\|")
 
 

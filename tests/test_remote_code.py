@@ -145,3 +145,24 @@ def test_engine_setting_overrides_detection(start_client, standin_v1: Path) -> N
     # Forcing the native engine onto an original folder fails the load, visibly.
     response = start_client(checkpoint=standin_v1, ocr_engine="transformers").get("/health")
     assert response.status_code == 503 and response.json()["status"] == "error"
+
+
+def test_a_page_that_loops_is_read_again_through_infer_sampling(start_client, standin_v1: Path) -> None:
+    """Infer has no temperature argument: the service asks its `generate` call to sample instead."""
+    client = start_client(checkpoint=standin_v1, ocr_max_new_tokens=400, ocr_page_retries=2)
+    looped = "# Notice\n" + "The landlord may enter the premises with notice.\n" * 40
+    set_answer(standin_v1, looped, sampled_text="# Notice\nPets are allowed.")
+    body = post(client, image_bytes()).json()
+    assert [call["generate_temperatures"] for call in calls(standin_v1)] == [[0.0], [0.2]]
+    [page] = body["pages"]
+    assert (page["rawText"], page["finishReason"], page["attempts"], page["repetitionCut"]) == (
+        "# Notice\nPets are allowed.", "stop", 2, False)
+
+
+def test_with_retries_off_infers_looping_answer_is_cut(start_client, standin_v1: Path) -> None:
+    client = start_client(checkpoint=standin_v1, ocr_max_new_tokens=400, ocr_page_retries=0)
+    set_answer(standin_v1, "# Notice\n" + "The landlord may enter the premises with notice.\n" * 40)
+    [page] = post(client, image_bytes()).json()["pages"]
+    assert len(calls(standin_v1)) == 1
+    assert (page["rawText"], page["finishReason"], page["attempts"], page["repetitionCut"]) == (
+        "# Notice\nThe landlord may enter the premises with notice.", "length", 1, True)

@@ -72,7 +72,9 @@ async def read_then_leave(submitter: PageSubmitter, request: PageRequest, how: s
 
 def local_host(checkpoint: Path, max_new_tokens: int) -> tuple[LocalHost, Metrics]:
     metrics = Metrics()
-    settings = load_settings(ocr_model_path=str(checkpoint), ocr_max_new_tokens=max_new_tokens, ocr_batch_wait_ms=0)
+    # Random weights end every page by the cap: read once, as the tests' settings read it (helpers.make_settings).
+    settings = load_settings(ocr_model_path=str(checkpoint), ocr_max_new_tokens=max_new_tokens, ocr_batch_wait_ms=0,
+                             ocr_page_retries=0)
     return LocalHost(settings, metrics), metrics
 
 

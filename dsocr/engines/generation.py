@@ -55,6 +55,34 @@ class NGramRepetitionGuard(LogitsProcessor):
         return scores
 
 
+class PerRowSampling(LogitsProcessor):
+    """Lets one batch hold greedy and sampled sequences. `generate` then samples every row, so a greedy row (its
+    temperature None) keeps only its best token, which sampling must pick, exactly as greedy decoding would; a
+    sampled row's scores are divided by its temperature. Put last: it sees the scores the other processors left."""
+
+    def __init__(self, temperatures: list[float | None]) -> None:
+        self.temperatures = temperatures
+
+    def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor) -> torch.FloatTensor:
+        for row, temperature in enumerate(self.temperatures):
+            if temperature is None:
+                best = scores[row].argmax()
+                kept = scores[row, best].item()
+                scores[row] = float("-inf")
+                scores[row, best] = kept
+            else:
+                scores[row] = scores[row] / temperature
+        return scores
+
+
+def sampling_arguments(temperatures: list[float | None]) -> dict[str, Any]:
+    """`generate`'s arguments for a batch: upstream's greedy decoding when no row samples; otherwise sampling with
+    nothing but PerRowSampling shaping it (no top-k, top-p or temperature of the checkpoint's generation config)."""
+    if all(temperature is None for temperature in temperatures):
+        return {"do_sample": False}
+    return {"do_sample": True, "temperature": 1.0, "top_k": 0, "top_p": 1.0}
+
+
 class StopAbandoned(StoppingCriteria):
     """Ends the sequences whose requests nobody waits for any more; the rest of the batch goes on."""
 

@@ -6,7 +6,14 @@ from typing import Any
 
 import torch
 
-from dsocr.engines.generation import BatchTextStreamer, NGramRepetitionGuard, StopAbandoned, never_banned_ids
+from dsocr.engines.generation import (
+    BatchTextStreamer,
+    NGramRepetitionGuard,
+    PerRowSampling,
+    StopAbandoned,
+    never_banned_ids,
+    sampling_arguments,
+)
 from dsocr.catalogue import Mode, ModelFamily
 from ocr_engine import EngineInfo, OcrEngine, PageRequest, PageResult, TokenCounter
 from settings import Settings
@@ -75,13 +82,18 @@ class NativeEngine(OcrEngine):
         processors = []
         if self.ngram_size and self.ngram_window:
             processors.append(NGramRepetitionGuard(self.ngram_size, self.ngram_window, prompt_length, self.never_banned))
+        # Pages read again after they looped sample; the others of the batch stay greedy.
+        temperatures = [request.temperature for request in batch]
+        sampling = sampling_arguments(temperatures)
+        if sampling["do_sample"]:
+            processors.append(PerRowSampling(temperatures))
         callbacks = [request.on_text for request in batch]
         streamer = BatchTextStreamer(self.tokenizer, self.eos_id, callbacks) if any(callbacks) else None
         with torch.inference_mode():
             output = self.model.generate(
                 **inputs,
                 max_new_tokens=self.max_new_tokens,
-                do_sample=False,
+                **sampling,
                 eos_token_id=self.eos_id,
                 pad_token_id=self.pad_id,
                 logits_processor=processors,

@@ -54,21 +54,27 @@ MODEL_THREAD_STDOUT = ThreadStdout()
 class GenerationCap:
     """Stands in for the model's `generate` while `infer` runs.
 
-    Upstream's `infer` asks for 8192 new tokens whatever the caller wants; this applies
-    DEEPSEEK_OCR_MAX_NEW_TOKENS and notes whether the answer ended with end-of-sentence.
+    Upstream's `infer` asks for 8192 new tokens whatever the caller wants, greedily; this applies
+    DEEPSEEK_OCR_MAX_NEW_TOKENS, samples at `temperature` when the page is read again after it looped (infer has
+    no argument for either), and notes whether the answer ended with end-of-sentence. Infer's own repetition guard
+    (`no_repeat_ngram_size`) stays as it asks.
     """
 
-    def __init__(self, generate: Any, max_new_tokens: int, eos_id: int | None, abandoned: threading.Event) -> None:
+    def __init__(self, generate: Any, max_new_tokens: int, eos_id: int | None, abandoned: threading.Event,
+                 temperature: float | None = None) -> None:
         self.generate = generate
         self.max_new_tokens = max_new_tokens
         self.eos_id = eos_id
         self.abandoned = abandoned
+        self.temperature = temperature
         self.finish_reason: FinishReason | None = None
         self.generated_tokens = 0
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
         requested = kwargs.get("max_new_tokens") or self.max_new_tokens
         kwargs["max_new_tokens"] = min(requested, self.max_new_tokens)
+        if self.temperature is not None:  # only the temperature shapes the sampling, as on the other engines
+            kwargs.update(do_sample=True, temperature=self.temperature, top_k=0, top_p=1.0)
         # Nobody waits for the answer any more (client gone, deadline passed): stop at the next token.
         kwargs["stopping_criteria"] = StoppingCriteriaList(
             [*(kwargs.get("stopping_criteria") or []), StopAbandoned([self.abandoned])]
@@ -126,7 +132,8 @@ class RemoteCodeEngine(OcrEngine):
     def _infer(self, request: PageRequest) -> PageResult:
         image_file = request.work_dir / PAGE_FILE
         request.image.save(image_file)
-        cap = GenerationCap(self.model.generate, self.max_new_tokens, self.tokenizer.eos_token_id, request.abandoned)
+        cap = GenerationCap(self.model.generate, self.max_new_tokens, self.tokenizer.eos_token_id, request.abandoned,
+                            request.temperature)
         self.model.generate = cap  # infer calls self.generate: the instance attribute wins over the method
         try:
             with MODEL_THREAD_STDOUT.captured():  # infer streams its text to stdout; that copy is not the answer

@@ -161,7 +161,8 @@ async def _post_json(client: httpx.AsyncClient, url: str, body: dict) -> Any:
 
 def chat_body(model: ServedModel, request: PageRequest, image_url: str, settings: Settings) -> dict:
     """One page as a streamed chat completion: the image, the prompt without its placeholder, upstream's greedy
-    sampling and its n-gram repetition guard (vLLM's per-request logits processor)."""
+    decoding (or sampling at the request's temperature, for a page read again after it looped) and its n-gram
+    repetition guard (vLLM's per-request logits processor)."""
     text = request.prompt.replace(IMAGE_PLACEHOLDER + "\n", "").replace(IMAGE_PLACEHOLDER, "")
     body: dict[str, Any] = {
         "model": model.name,
@@ -169,7 +170,7 @@ def chat_body(model: ServedModel, request: PageRequest, image_url: str, settings
             {"type": "image_url", "image_url": {"url": image_url}},
             {"type": "text", "text": text},
         ]}],
-        "temperature": 0,
+        "temperature": 0 if request.temperature is None else request.temperature,
         "max_tokens": settings.ocr_max_new_tokens,
         "skip_special_tokens": False,
         "stream": True,

@@ -96,6 +96,8 @@ async def read_page(
         image_height=image.height,
         duration_ms=round((time.perf_counter() - started) * 1000, 1),
         finish_reason=result.finish_reason,
+        attempts=result.attempts,
+        repetition_cut=result.repetition_cut,
         generated_tokens=result.generated_tokens,
         annotated_image_url=run.url(annotated) if annotated else None,
         timings=TimingsOut(queue_ms=timings.queue_ms, inference_ms=timings.inference_ms),

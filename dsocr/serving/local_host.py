@@ -84,7 +84,7 @@ class LocalHost(PageSubmitter):
     """Pages batched on the model thread: the scheduler gathers them, one batch of one mode at a time."""
 
     def __init__(self, settings: Settings, metrics: Metrics, on_fatal: Callable[[], None] = lambda: None) -> None:
-        super().__init__(settings, on_fatal)
+        super().__init__(settings, metrics, on_fatal)
         self.engine: OcrEngine | None = None
         self.thread = ModelThread()
         self.scheduler = BatchScheduler(self._batch_limit, settings.ocr_batch_wait_ms / 1000, metrics, self._run_batch)

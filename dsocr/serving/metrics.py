@@ -40,5 +40,8 @@ class Metrics:
                                      ["server", "outcome"], registry=r)
         self.vllm_healthy = Gauge("deepseek_ocr_vllm_healthy", "1 while a vLLM server answers its health probe",
                                   ["server"], registry=r)
+        self.page_retries = Counter("deepseek_ocr_page_retries", "Pages that did not read cleanly the first time "
+                                    "(token cap or repeated tail), by how they ended: recovered, cut or unresolved",
+                                    ["outcome"], registry=r)
         self.failures = Counter("deepseek_ocr_failures", "Failed OCR requests and pages, by reason", ["reason"],
                                 registry=r)

@@ -13,6 +13,8 @@ from typing import Any, Callable, Literal
 
 from dsocr.catalogue import Mode, ModelFamily, served_modes
 from dsocr.errors import Unavailable
+from dsocr.serving.metrics import Metrics
+from dsocr.serving.retries import read_until_clean
 from ocr_engine import EngineInfo, PageRequest, PageResult, ProgressCallback, Timings
 from settings import Settings
 
@@ -38,8 +40,9 @@ class PageSubmitter(ABC):
     # Retry-After of a refusal while the submitter is draining or unable to serve.
     not_ready_retry_after_s = RESTART_RETRY_AFTER_S
 
-    def __init__(self, settings: Settings, on_fatal: Callable[[], None] = lambda: None) -> None:
+    def __init__(self, settings: Settings, metrics: Metrics, on_fatal: Callable[[], None] = lambda: None) -> None:
         self.settings = settings
+        self.metrics = metrics
         self.status: Status = "loading"
         self.detail = "The model is loading"
         self.info: EngineInfo | None = None  # the ready model's; kept while it drains
@@ -78,12 +81,17 @@ class PageSubmitter(ABC):
     async def submit(
         self, request: PageRequest, on_progress: ProgressCallback | None = None
     ) -> tuple[PageResult, Timings]:
-        """Reads one page; `on_progress` hears ("queued", {"position"}) and ("started", {"batchSize"}). Cancelling
-        the wait (or setting `request.abandoned`) stops its generation. While the model loads: 503. Pages of work
+        """Reads one page, again if it loops (dsocr.serving.retries); `on_progress` hears ("queued", {"position"}),
+        ("started", {"batchSize"}) and, for a page read again, ("retry", ...) and ("replace", ...). Cancelling the
+        wait (or setting `request.abandoned`) stops its generation. While the model loads: 503. Pages of work
         admitted before a drain are still read while it drains."""
         if self.status == "loading":
             raise Unavailable(self.detail, headers={"Retry-After": str(LOADING_RETRY_AFTER_S)})
-        return await self._submit(request, on_progress)
+        # The demo's random text always runs to the token cap: reading it again would only triple the wait.
+        demo = self.info is not None and self.info.demo
+        retries = 0 if demo else self.settings.ocr_page_retries
+        return await read_until_clean(lambda attempt: self._submit(attempt, on_progress), request, on_progress,
+                                      retries, self.settings.ocr_retry_temperatures, self.metrics)
 
     @abstractmethod
     async def _submit(

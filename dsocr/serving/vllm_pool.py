@@ -58,8 +58,7 @@ class VllmPool(PageSubmitter):
     not_ready_retry_after_s = LOADING_RETRY_AFTER_S
 
     def __init__(self, settings: Settings, metrics: Metrics, on_fatal: Callable[[], None] = lambda: None) -> None:
-        super().__init__(settings, on_fatal)
-        self.metrics = metrics
+        super().__init__(settings, metrics, on_fatal)
         self.servers = [Server(url) for url in settings.ocr_vllm_urls]
         self.client = new_client(settings.ocr_vllm_api_key)
         self.model: ServedModel | None = None

@@ -92,7 +92,8 @@ function showStreamedText() {
   stream.scrollTop = stream.scrollHeight;
 }
 
-/** The events before the result: queued, started, delta (text), progress (pages done). */
+/** The events before the result: queued, started, delta (text), retry and replace (a page that looped is read
+ * again: its streamed text starts over, or is replaced), progress (pages done). */
 function onProgressEvent(event, data) {
   switch (event) {
     case "queued":
@@ -103,6 +104,15 @@ function onProgressEvent(event, data) {
       break;
     case "delta":
       streamed.set(data.page, (streamed.get(data.page) || "") + data.text);
+      showStreamedText();
+      break;
+    case "retry":
+      streamed.set(data.page, "");
+      showStreamedText();
+      progressStatus(`Page ${data.page} looped: reading it again (attempt ${data.attempt})…`);
+      break;
+    case "replace":
+      streamed.set(data.page, data.text);
       showStreamedText();
       break;
     case "progress":

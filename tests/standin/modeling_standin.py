@@ -7,7 +7,8 @@ as it loads the real thing: `AutoModel.from_pretrained(..., trust_remote_code=Tr
 `infer` has upstream's signature and behaviour where the service depends on it: it reads the image file, prints
 while it works, asks `self.generate` for at most 8192 new tokens, returns None unless `eval_mode=True`, and then
 returns the decoded answer without its end-of-sentence token. The answer is the one the test wrote into
-`answer.json` beside this file; every call is recorded in `calls.jsonl` and the load arguments in `load.json`.
+`answer.json` beside this file (its `sampled_text` instead when `generate` is asked to sample, as the service asks
+for a page read again); every call is recorded in `calls.jsonl` and the load arguments in `load.json`.
 """
 
 import json
@@ -33,7 +34,9 @@ class StandInOcrModel(PreTrainedModel):
         super().__init__(config)
         self.anchor = torch.nn.Linear(2, 2)  # some weights for safetensors to hold
         self.scripted = []
+        self.scripted_sampled = None
         self.generate_calls = []
+        self.generate_temperatures = []
         self.post_init()
 
     @classmethod
@@ -48,8 +51,11 @@ class StandInOcrModel(PreTrainedModel):
     def generate(self, input_ids, max_new_tokens=20, eos_token_id=None, stopping_criteria=None, **kwargs):
         """Token by token, like transformers' generate: stopping criteria are asked after each token."""
         self.generate_calls.append(max_new_tokens)
-        new = self.scripted[:max_new_tokens]
-        if len(self.scripted) < max_new_tokens:
+        sampled = kwargs.get("do_sample") and self.scripted_sampled is not None
+        self.generate_temperatures.append(kwargs.get("temperature") if kwargs.get("do_sample") else 0.0)
+        scripted = self.scripted_sampled if sampled else self.scripted
+        new = scripted[:max_new_tokens]
+        if len(scripted) < max_new_tokens:
             new = new + [eos_token_id]
         output = input_ids
         for token in new:
@@ -76,13 +82,17 @@ class StandInOcrModel(PreTrainedModel):
             self._record(folder, call)
             raise RuntimeError(script["raise"])
         self.scripted = tokenizer.encode(script["text"], add_special_tokens=False)
+        sampled_text = script.get("sampled_text")
+        self.scripted_sampled = None if sampled_text is None else tokenizer.encode(sampled_text, add_special_tokens=False)
         self.token_delay_s = script.get("token_delay_s", 0.0)
         prompt_ids = torch.tensor([tokenizer.encode(prompt)])
         self.generate_calls = []
+        self.generate_temperatures = []
         (folder / "generating").touch()  # tests wait on this to act while tokens are being generated
         output = self.generate(prompt_ids, max_new_tokens=UPSTREAM_MAX_NEW_TOKENS,
                                eos_token_id=tokenizer.eos_token_id, temperature=0.0, no_repeat_ngram_size=35)
         call["generate_max_new_tokens"] = self.generate_calls
+        call["generate_temperatures"] = self.generate_temperatures
         call["generated_tokens"] = output.shape[1] - prompt_ids.shape[1]
         self._record(folder, call)
         text = tokenizer.decode(output[0, prompt_ids.shape[1]:].tolist())

@@ -76,7 +76,7 @@ class RequestIdMiddleware:
 
 def log_summary(scope: Scope, request_id: str, status: int, summary: dict, seconds: float) -> None:
     """The OCR request's one line: its id, status, mode, pages, upload bytes, queue and inference ms, generated
-    tokens and finish reasons (those known when it ended)."""
+    tokens, finish reasons and times each page was read (those known when it ended)."""
     fields = {"request_id": request_id, "method": scope["method"], "path": route_path(scope), "status": status,
               **summary, "duration_ms": round(seconds * 1000, 1)}
     text = " ".join(f"{key}={_shown(value)}" for key, value in fields.items() if key not in ("method", "path"))

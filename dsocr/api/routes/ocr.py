@@ -50,6 +50,11 @@ STREAM_EVENTS = """Server-sent events, in this order:
 - `queued` `{"page", "position"}`: the page waits for the model, `position` pages ahead of it;
 - `started` `{"page"}`: the model is reading the page;
 - `delta` `{"page", "text"}`: raw text as it is generated (not from the remote-code engine);
+- `retry` `{"page", "attempt", "temperature", "reason"}`: the page ended by the token cap (`reason` "length") or
+  in a repeated tail ("repetition") and is read again, sampling at `temperature`: the text streamed for it so far
+  is void, the new reading's `delta`s follow;
+- `replace` `{"page", "text"}`: the page's raw text is `text`, not what was streamed (an earlier reading was
+  kept, or a repeated tail was cut);
 - `progress` `{"done", "total"}`: pages finished;
 - then `result` with /api/ocr's JSON, or `error` `{"status", "detail", "requestId"}`.
 
@@ -131,6 +136,7 @@ def note_result(request: Request, response: OcrResponse) -> None:
         inference_ms=response.timings.inference_ms,
         generated_tokens=sum(page.generated_tokens for page in response.pages),
         finish_reasons=[page.finish_reason for page in response.pages],
+        attempts=[page.attempts for page in response.pages],
     )
 
 
