@@ -24,7 +24,7 @@ from transformers import LogitsProcessor
 from dsocr.catalogue import V2_MODES
 from dsocr.engines.loading import load_engine
 from dsocr.serving.retries import temperature_of_retry
-from helpers import app_starter, image_bytes, make_settings, metric_value, parse_events, post
+from helpers import app_starter, image_bytes, make_settings, metric_value, parse_events, post, wait_until
 from ocr_engine import PageRequest
 from openai_standin import OpenAIStandIn
 from settings import Settings, SettingsError, load_settings
@@ -157,6 +157,25 @@ def test_a_stream_hears_the_cut_text_that_replaces_the_streamed_loop(start_vllm_
     assert replace == {"page": 1, "text": CUT}
     assert names.index("replace") < names.index("result")
     assert events[-1][1]["pages"][0]["repetitionCut"] is True
+
+
+def test_a_jobs_page_that_loops_is_read_again_within_its_one_attempt(start_vllm_client, standin: OpenAIStandIn) -> None:
+    standin.script.pieces, standin.script.finish_reason = LOOP, "length"
+    standin.script.sampled = (CLEAN, "stop")
+    client = start_vllm_client(standin.url)
+    job = client.post("/api/jobs", files=[("file", ("page.png", PAGE, "image/png"))]).json()
+    view: dict = {}
+
+    def ended() -> bool:
+        nonlocal view
+        view = client.get(f"/api/jobs/{job['jobId']}", params={"wait": 5}).json()
+        return view["status"] in ("succeeded", "partial", "failed", "cancelled")
+
+    wait_until(ended)
+    assert (view["status"], view["pagesDone"], view["pagesFailed"]) == ("succeeded", 1, 0)
+    [page] = client.get(f"/api/jobs/{job['jobId']}/result").json()["documents"][0]["pages"]
+    assert (page["attempts"], page["finishReason"], page["rawText"]) == (2, "stop", "".join(CLEAN))
+    assert len(standin.bodies) == 2
 
 
 # --- the native engine -------------------------------------------------------------------------------------------
