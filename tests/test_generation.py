@@ -1,4 +1,4 @@
-"""The generate hooks: the windowed n-gram repetition guard and per-sequence text streams."""
+"""The generate hooks: the windowed n-gram repetition guard, per-sequence sampling and text streams."""
 
 from __future__ import annotations
 
@@ -6,7 +6,14 @@ import threading
 
 import torch
 
-from dsocr.engines.generation import BatchTextStreamer, NGramRepetitionGuard, StopAbandoned, never_banned_ids
+from dsocr.engines.generation import (
+    BatchTextStreamer,
+    NGramRepetitionGuard,
+    PerRowSampling,
+    StopAbandoned,
+    never_banned_ids,
+    sampling_arguments,
+)
 from dsocr.tiny.tokenizer import build_tokenizer
 
 PROMPT = [900, 901, 902]  # stands for the prompt part of each row, never looked at
@@ -93,3 +100,12 @@ def test_abandoned_rows_stop_and_the_others_go_on() -> None:
     assert stop(torch.zeros(2, 3, dtype=torch.long), torch.zeros(2, 5)).tolist() == [False, False]
     flags[1].set()
     assert stop(torch.zeros(2, 3, dtype=torch.long), torch.zeros(2, 5)).tolist() == [False, True]
+
+
+def test_per_row_sampling_leaves_greedy_rows_their_best_token_and_scales_the_others() -> None:
+    scores = torch.tensor([[1.0, 3.0, 2.0], [1.0, 3.0, 2.0], [0.5, 0.0, 4.0]])
+    out = PerRowSampling([None, 0.5, None])(torch.zeros(3, 1, dtype=torch.long), scores.clone())
+    inf = float("-inf")
+    assert out.tolist() == [[inf, 3.0, inf], [2.0, 6.0, 4.0], [inf, inf, 4.0]]
+    assert sampling_arguments([None, None]) == {"do_sample": False}
+    assert sampling_arguments([None, 0.2])["do_sample"] is True

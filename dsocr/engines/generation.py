@@ -1,4 +1,5 @@
-"""Hooks into transformers' `generate` for batches: a per-sequence repetition guard and per-sequence text streams."""
+"""Hooks into transformers' `generate` for batches: a per-sequence repetition guard, greedy and sampled sequences
+in one batch, and per-sequence text streams."""
 
 from __future__ import annotations
 
@@ -61,18 +62,14 @@ class PerRowSampling(LogitsProcessor):
     sampled row's scores are divided by its temperature. Put last: it sees the scores the other processors left."""
 
     def __init__(self, temperatures: list[float | None]) -> None:
-        self.temperatures = temperatures
+        self.greedy = torch.tensor([temperature is None for temperature in temperatures]).unsqueeze(1)
+        self.temperatures = torch.tensor([temperature or 1.0 for temperature in temperatures]).unsqueeze(1)
 
     def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor) -> torch.FloatTensor:
-        for row, temperature in enumerate(self.temperatures):
-            if temperature is None:
-                best = scores[row].argmax()
-                kept = scores[row, best].item()
-                scores[row] = float("-inf")
-                scores[row, best] = kept
-            else:
-                scores[row] = scores[row] / temperature
-        return scores
+        best = scores.argmax(dim=-1, keepdim=True)
+        only_best = torch.full_like(scores, float("-inf")).scatter(1, best, scores.gather(1, best))
+        sampled = scores / self.temperatures.to(scores.device, scores.dtype)
+        return torch.where(self.greedy.to(scores.device), only_best, sampled)
 
 
 def sampling_arguments(temperatures: list[float | None]) -> dict[str, Any]:
