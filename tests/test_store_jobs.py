@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+from dsocr.errors import PayloadTooLarge
 from dsocr.store.database import Database
 from dsocr.store.jobs import JobStore, NewDocument, QueueFull
 from dsocr.store.migrations import MIGRATIONS, migrate
@@ -41,6 +42,8 @@ def test_full_queue_refuses_a_job(database_url: str) -> None:
     with pytest.raises(QueueFull) as refused:
         store.submit("k", "gundam", "p", None, None, [document(pages=2)])
     assert refused.value.status_code == 503 and refused.value.headers["Retry-After"]
+    with pytest.raises(PayloadTooLarge):  # never fits: not worth a retry
+        store.submit("k", "gundam", "p", None, None, [document(pages=4)])
 
 
 def test_claims_interleave_owners(database_url: str) -> None:

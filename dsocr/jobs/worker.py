@@ -91,6 +91,8 @@ class JobWorker:
                 task = asyncio.create_task(self._work(page), name=f"job-page-{page.id}")
                 task.job_id = page.job_id  # type: ignore[attr-defined]
                 self.active[page.id] = task
+                # Removed when done however it ends: a task cancelled before its first step runs no `finally`.
+                task.add_done_callback(lambda _, page_id=page.id: self._done(page_id))
             if claimed and len(self.active) < self.concurrency:
                 continue  # there may be more
             self.freed.clear()
@@ -103,18 +105,24 @@ class JobWorker:
                 for waiting in waits:
                     waiting.cancel()
 
+    def _done(self, page_id: int) -> None:
+        self.active.pop(page_id, None)
+        self.freed.set()
+
     async def _renew_loop(self) -> None:
         while True:
             await asyncio.sleep(min(self.lease_s / 3, RENEW_MAX_S))
-            if not self.active:
+            renewing = list(self.active)  # pages claimed while the renewal runs are not judged by it
+            if not renewing:
                 continue
             try:
-                held = await in_store(self.store.renew, self.id, list(self.active), self.lease_s)
+                held = await in_store(self.store.renew, self.id, renewing, self.lease_s)
             except ServiceError as exc:
                 log.warning("jobs: cannot renew leases: %s", exc.detail)
                 continue
-            for page_id, task in list(self.active.items()):
-                if page_id not in held:  # cancelled, removed, or taken over: its work is not wanted
+            for page_id in renewing:
+                task = self.active.get(page_id)
+                if task is not None and page_id not in held:  # cancelled, removed, or taken over: not wanted
                     task.cancel()
 
     async def _work(self, page: ClaimedPage) -> None:
@@ -123,7 +131,8 @@ class JobWorker:
             stored = StoredPage(page.run_id, page.is_pdf, page.page_number, page.page_index, page.mode, page.prompt)
             result, event = await self.reader.read(stored, content)
             event = {"documentId": page.document_id, **event}
-            await in_store(self.store.finish_page, page, self.id, result, event)
+            if await in_store(self.store.finish_page, page, self.id, result, event):
+                self.changes.fire(page.job_id)  # this process's followers hear it now, not at their next look
         except asyncio.CancelledError:
             if not self.stopping:
                 log.info("jobs: page %d of job %s dropped (cancelled, or no longer held)", page.page_number,
@@ -131,9 +140,6 @@ class JobWorker:
         except Exception as exc:
             if not self.stopping:  # stopping: the page goes back to the queue (see stop)
                 await self._failed(page, exc)
-        finally:
-            self.active.pop(page.id, None)
-            self.freed.set()
 
     async def _failed(self, page: ClaimedPage, exc: Exception) -> None:
         if isinstance(exc, ServiceError):

@@ -14,7 +14,7 @@ from typing import Any, Iterable
 from sqlalchemy import Connection, delete, func, insert, or_, select, update
 from sqlalchemy.exc import IntegrityError
 
-from dsocr.errors import Unavailable
+from dsocr.errors import PayloadTooLarge, Unavailable
 from dsocr.store import schema as s
 from dsocr.store.database import Database
 
@@ -97,6 +97,9 @@ class JobStore:
                     s.jobs.c.owner == owner, s.jobs.c.idempotency_key == idempotency_key)).scalar()
                 if existing:
                     return existing, False
+            if total > self.max_queued_pages:  # could never be queued, however long the client waits
+                raise PayloadTooLarge(f"The job has {total} pages; the queue holds at most {self.max_queued_pages} "
+                                      "(DEEPSEEK_OCR_MAX_QUEUED_JOB_PAGES): split it into smaller jobs")
             queued = c.execute(select(func.count()).select_from(s.pages).where(s.pages.c.status == "queued")).scalar()
             if queued + total > self.max_queued_pages:
                 raise QueueFull(
@@ -359,7 +362,12 @@ class JobStore:
         job_counts = _page_counts(c, job_id)
         if job_counts.get("queued", 0) or job_counts.get("running", 0):
             return
-        self._end_job(c, job_id, _outcome(job_counts), now)
+        status, error = _outcome(job_counts), None
+        if job_counts.get("failed", 0):
+            first = c.execute(select(s.pages.c.error).where(s.pages.c.job_id == job_id, s.pages.c.status == "failed")
+                              .order_by(s.pages.c.id).limit(1)).scalar()
+            error = f"{job_counts['failed']} page(s) failed; the first: {first}"
+        self._end_job(c, job_id, status, now, error)
 
     def _end_job(self, c: Connection, job_id: str, status: str, now: float, error: str | None = None) -> None:
         ended = c.execute(update(s.jobs).where(s.jobs.c.id == job_id, s.jobs.c.status.notin_(FINAL))

@@ -73,6 +73,8 @@ class ApiKeys:
         """Reads the keys file again; a file that cannot be read or has a bad key raises and changes nothing."""
         from_file = read_keys_file(self.keys_file) if self.keys_file is not None else []
         self.keys = [key.encode() for key in (*self.listed, *from_file)]
+        if not self.enabled:  # no keys configured: the service is open, and says nothing of keys
+            return
         log.info("API keys: %d accepted (%s)", len(self.keys), ", ".join(fingerprint(k.decode()) for k in self.keys))
         if not self.keys:
             log.warning("API keys: %s has none, so every /api/ request is refused until one is added (SIGHUP "

@@ -228,6 +228,8 @@ async def job_result(request: Request, job_id: str, format: ResultFormat = Resul
         if len(answers) != 1:
             raise InvalidField("format=md is for a job of one document; this one has "
                                f"{len(answers)}: use format=zip")
+        if "text" not in answers[0]:
+            raise Conflict("No page of this document was read (see the job's result for why)")
         name = PurePath(answers[0]["fileName"] or "document").stem + ".md"
         return Response(answers[0].get("text", ""), media_type="text/markdown; charset=utf-8",
                         headers={"Content-Disposition": f"attachment; filename*=UTF-8''{quote(name)}"})
