@@ -121,6 +121,10 @@ class Settings(BaseSettings):
     ocr_upload_timeout_s: float = Field(60, gt=0)
     ocr_upload_min_kib_s: float = Field(64, gt=0)
     ocr_shutdown_grace_s: float = Field(30, ge=0)
+    # Connections, under `--http dsocr.api.connections:GuardedH11Protocol`: at most this many open, and a request
+    # head must arrive within this many seconds of its first byte (or of the connection).
+    ocr_max_connections: int = Field(1000, ge=1)
+    ocr_header_timeout_s: float = Field(10, gt=0)
 
     # Repetition guard: upstream's image setting, n-gram 30 within the last 90 tokens; 0 disables.
     ocr_ngram_size: int = Field(30, ge=0)

@@ -8,6 +8,7 @@ import json
 import logging
 import os
 import re
+import time
 from datetime import datetime, timezone
 
 SERVICE_LOGGER = "deepseek_ocr"
@@ -16,6 +17,9 @@ UVICORN_LOGGERS = ("uvicorn", "uvicorn.error", "uvicorn.access")
 # end of the path, which may have a root path in front (uvicorn's --root-path).
 PROBE_PATH = re.compile(r"^(?!.*/api/)[^?]*/(health(/live|/ready)?|metrics)/?(\?.*)?$")
 TEXT_FORMAT = "%(levelname)s:     %(name)s: %(message)s"
+# asyncio's message when accept() fails for want of file descriptors or memory (asyncio/selector_events.py).
+ACCEPT_FAILED = "socket.accept() out of system resource"
+ACCEPT_LOG_INTERVAL_S = 60
 
 # The id of the request being served (set by dsocr.api.middleware.request_ids), for every line logged meanwhile.
 current_request_id: contextvars.ContextVar[str] = contextvars.ContextVar("request_id", default="")
@@ -72,6 +76,33 @@ class ProbeFilter(logging.Filter):
         return PROBE_PATH.search(path) is None
 
 
+class AcceptFailureFilter(logging.Filter):
+    """asyncio logs a traceback for every accept() that fails for want of file descriptors, and retries a second
+    later: under a flood of connections that is megabytes of log a minute. The first failure is one line without
+    its traceback; then one line a minute at most, counting the failures left out."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.next_line_at = 0.0
+        self.left_out = 0
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if not str(record.msg).startswith(ACCEPT_FAILED):
+            return True
+        now = time.monotonic()
+        if now < self.next_line_at:
+            self.left_out += 1
+            return False
+        cause = record.exc_info[1] if record.exc_info else None
+        record.msg = ("socket.accept() failed (%s): connections wait until descriptors are free; bound them with "
+                      "DEEPSEEK_OCR_MAX_CONNECTIONS below `ulimit -n`, and in the proxy in front%s")
+        record.args = (cause or "out of system resources",
+                       f" ({self.left_out} more such failures since the last line)" if self.left_out else "")
+        record.exc_info, record.exc_text = None, None
+        self.next_line_at, self.left_out = now + ACCEPT_LOG_INTERVAL_S, 0
+        return True
+
+
 def configure_logging(log_format: str = "text", level: str = "info", probes: bool = False) -> None:
     """Sets the service's handler and uvicorn's handlers to one format; can be called again (settings change)."""
     # transformers and huggingface_hub draw progress bars (loading weights, downloads) unless told not to.
@@ -94,3 +125,6 @@ def configure_logging(log_format: str = "text", level: str = "info", probes: boo
     if not probes:
         access.addFilter(ProbeFilter())
     logging.getLogger("uvicorn.error").setLevel(level.upper())
+    event_loop = logging.getLogger("asyncio")
+    if not any(isinstance(f, AcceptFailureFilter) for f in event_loop.filters):
+        event_loop.addFilter(AcceptFailureFilter())
