@@ -25,6 +25,10 @@ from fastapi.responses import JSONResponse, StreamingResponse
 from uvicorn.protocols.http.h11_impl import H11Protocol
 
 TOKEN_IDS = {"<td>": [128821], "</td>": [128822]}
+BOS_ID = 0
+# A chat template sent with a request, refused as vLLM refuses it without --trust-request-chat-template.
+UNTRUSTED_TEMPLATE = ("Chat template is passed with request, but --trust-request-chat-template is not set. "
+                      "Refused request with untrusted chat template.")
 READY_TIMEOUT_S = 30
 # A stand-in that never answers holds its requests open: uvicorn gives them this long when the stand-in stops.
 STOP_GRACE_S = 1
@@ -55,6 +59,11 @@ class Script:
     # (pieces, finish reason) answered instead when the request samples (temperature above 0): a page that loops
     # under greedy decoding and reads cleanly when sampled.
     sampled: tuple[list[str], str] | None = None
+    # How /tokenize renders chat messages: "plain" as vLLM with DeepSeek-OCR's template (BOS, then the content),
+    # "roles" as vLLM with DeepSeek-VL2's (BOS, `<|User|>: `, the content, `\n\n<|Assistant|>: `). A chat template
+    # sent with a request is rendered as the plain one, or refused when not trusted.
+    chat_rendering: Literal["plain", "roles"] = "plain"
+    trust_request_chat_template: bool = True
 
 
 class OpenAIStandIn:
@@ -142,8 +151,18 @@ class OpenAIStandIn:
         async def tokenize(request: Request) -> Any:
             if self.script.tokenize_answer is not None:
                 return JSONResponse(self.script.tokenize_answer)
-            prompt = (await request.json())["prompt"]
-            tokens = TOKEN_IDS.get(prompt, [1, 2])
+            body = await request.json()
+            if "messages" in body:
+                if body.get("chat_template") and not self.script.trust_request_chat_template:
+                    return JSONResponse({"error": {"message": UNTRUSTED_TEMPLATE, "type": "BadRequestError",
+                                                   "code": 400}}, status_code=400)
+                content = "".join(_text_of(message["content"]) for message in body["messages"])
+                if self.script.chat_rendering == "roles" and not body.get("chat_template"):
+                    content = f"<|User|>: {content}\n\n<|Assistant|>: "
+                tokens = [BOS_ID, *map(ord, content)]
+            else:
+                tokens = TOKEN_IDS.get(body["prompt"]) or [
+                    *([BOS_ID] if body.get("add_special_tokens", True) else []), *map(ord, body["prompt"])]
             return {"count": len(tokens), "max_model_len": 4096, "tokens": tokens}
 
         @app.post("/v1/chat/completions")
@@ -160,6 +179,9 @@ class OpenAIStandIn:
             if self.script.fail_status:
                 return JSONResponse({"error": {"message": self.script.error_message, "type": "BadRequestError",
                                                "code": self.script.fail_status}}, status_code=self.script.fail_status)
+            if body.get("chat_template") and not self.script.trust_request_chat_template:
+                return JSONResponse({"error": {"message": UNTRUSTED_TEMPLATE, "type": "BadRequestError", "code": 400}},
+                                    status_code=400)
             return StreamingResponse(self._stream(request, body), media_type="text/event-stream")
 
         return app
@@ -202,6 +224,14 @@ class OpenAIStandIn:
                     self.completed += 1
                 else:  # the client closed the stream: vLLM aborts the request
                     self.aborted += 1
+
+
+def _text_of(content: str | list[dict]) -> str:
+    """A message's content as vLLM renders it for a template that takes strings: an image part is `<image>`, the
+    parts joined by line breaks."""
+    if isinstance(content, str):
+        return content
+    return "\n".join("<image>" if part.get("type") == "image_url" else part.get("text", "") for part in content)
 
 
 def image_hash(body: dict) -> str:

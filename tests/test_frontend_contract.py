@@ -122,7 +122,8 @@ def test_an_image_result_has_pages_layout_preview_and_history_fields(client) -> 
     assert page["pageIndex"] == 0
     assert page["layout"] == body["layout"] == {"width": 3200, "height": 2000, "items": []}  # random weights: no tags
     preview = decode_data_url(page["imageData"])
-    assert preview.format == "JPEG" and preview.size == (1280, 800)  # downscaled, aspect kept
+    # Shrunk by a whole factor to at most 1280 px a side (3200 / 3 = 1067), aspect kept.
+    assert preview.format == "JPEG" and preview.size == (1067, 667)
 
 
 def test_layout_groups_the_boxes_of_each_tag_in_pixels_and_fractions(start_client, standin_v1: Path) -> None:

@@ -7,6 +7,7 @@ They run when VLLM_PYTHON names that environment's python (.ci/run sets it); oth
 
 from __future__ import annotations
 
+import base64
 import os
 import signal
 import subprocess
@@ -18,11 +19,22 @@ from typing import Iterator
 import httpx
 import pytest
 
+from dsocr.catalogue import strip_eos
+from dsocr.engines.vllm import PLAIN_CHAT_TEMPLATE
 from helpers import image_bytes, make_pdf, metric, parse_events, wait_until
 from live_server import Server, free_port, serving, wait_healthy
+from settings import load_settings
 from vllm_checkpoint import SERVED_MODEL_NAME, build_vllm_checkpoint
 
 VLLM_PYTHON = os.environ.get("VLLM_PYTHON")
+# The server renders chat messages with role markers, as vLLM releases without DeepSeek-OCR's template do for its
+# model_type (deepseek_vl_v2): the service must notice and send upstream's plain prompt instead. It takes a
+# template from a request (--trust-request-chat-template), as the service then needs.
+ROLE_MARKER_TEMPLATE = (
+    "{{ bos_token }}{% for message in messages %}{% if message['role'] == 'user' %}"
+    "{{ '<|User|>: ' + message['content'] + '\\n\\n' }}{% else %}{{ '<|Assistant|>: ' + message['content'] }}"
+    "{% endif %}{% endfor %}{% if add_generation_prompt %}{{ '<|Assistant|>: ' }}{% endif %}"
+)
 STARTUP_TIMEOUT_S = 600
 REQUEST_TIMEOUT_S = 300
 # The flags of the recipe (repetition guard, no prefix caching, no processor cache), sized for two CPU cores.
@@ -39,13 +51,16 @@ pytestmark = pytest.mark.skipif(not VLLM_PYTHON, reason="no vLLM environment (ru
 
 class VllmServer:
     def __init__(self, checkpoint: Path) -> None:
+        template = checkpoint / "role_markers.jinja"
+        template.write_text(ROLE_MARKER_TEMPLATE)
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.log = tempfile.TemporaryFile("w+")
         env = {**os.environ, "VLLM_CPU_KVCACHE_SPACE": "1", "VLLM_CPU_NUM_OF_RESERVED_CPU": "0"}
         self.process = subprocess.Popen(
             [VLLM_PYTHON, "-m", "vllm.entrypoints.openai.api_server", "--model", str(checkpoint),
-             "--host", "127.0.0.1", "--port", str(self.port), *VLLM_FLAGS],
+             "--host", "127.0.0.1", "--port", str(self.port), *VLLM_FLAGS,
+             "--chat-template", str(template), "--trust-request-chat-template"],
             cwd=tempfile.gettempdir(),  # never from inside vLLM's own package
             env=env, stdout=self.log, stderr=subprocess.STDOUT, start_new_session=True,
         )
@@ -89,7 +104,9 @@ def vllm(tmp_path_factory: pytest.TempPathFactory) -> Iterator[VllmServer]:
 @pytest.fixture(scope="module")
 def service(vllm: VllmServer, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
     with serving({"DEEPSEEK_OCR_ENGINE": "vllm", "DEEPSEEK_OCR_VLLM_URLS": vllm.url,
-                  "DEEPSEEK_OCR_RUNS_DIR": str(tmp_path_factory.mktemp("runs")), "DEEPSEEK_OCR_MAX_NEW_TOKENS": "8"}) as server:
+                  "DEEPSEEK_OCR_RUNS_DIR": str(tmp_path_factory.mktemp("runs")), "DEEPSEEK_OCR_MAX_NEW_TOKENS": "8",
+                  # Random weights never end a page: read again sampling, it would not be greedy any more.
+                  "DEEPSEEK_OCR_PAGE_RETRIES": "0"}) as server:
         yield server
 
 
@@ -156,3 +173,28 @@ def test_a_client_that_leaves_mid_generation_frees_its_slot_and_vllms(vllm: Vllm
         assert metric(server.url, "deepseek_ocr_vllm_inflight", server=vllm.url) == 0
     finally:
         server.stop()
+
+
+def test_a_server_that_renders_role_markers_reads_upstreams_plain_prompt(vllm: VllmServer, service: Server) -> None:
+    prompt = load_settings().ocr_default_prompt.replace("<image>\n", "")
+    page = image_bytes((640, 480))  # sent as uploaded: the service sends these very bytes
+
+    def direct(**extra: str) -> str:
+        url = "data:image/png;base64," + base64.b64encode(page).decode()
+        body = {"model": SERVED_MODEL_NAME, "max_tokens": 8, "temperature": 0, "skip_special_tokens": False,
+                "messages": [{"role": "user", "content": [
+                    {"type": "image_url", "image_url": {"url": url}}, {"type": "text", "text": prompt}]}], **extra}
+        answer = httpx.post(f"{vllm.url}/v1/chat/completions", json=body, timeout=REQUEST_TIMEOUT_S)
+        assert answer.status_code == 200, answer.text
+        return answer.json()["choices"][0]["message"]["content"]
+
+    rendered = httpx.post(f"{vllm.url}/tokenize", json={"model": SERVED_MODEL_NAME, "add_special_tokens": False,
+                                                         "messages": [{"role": "user", "content": "x"}]}).json()
+    plain = httpx.post(f"{vllm.url}/tokenize", json={"model": SERVED_MODEL_NAME, "prompt": "x"}).json()
+    assert rendered["count"] > plain["count"]  # the server does wrap a message in role markers
+    with_markers, upstreams = direct(), direct(chat_template=PLAIN_CHAT_TEMPLATE)
+    assert with_markers != upstreams  # the two prompts lead the model apart
+    response = httpx.post(f"{service.url}/api/ocr", files={"image": ("page.png", page)}, timeout=REQUEST_TIMEOUT_S)
+    assert response.status_code == 200, response.text
+    assert response.json()["rawText"] == strip_eos(upstreams).strip()
+    assert "wraps the page's prompt in chat role markers" in service.output()

@@ -8,27 +8,31 @@ may receive is bounded, so a broken server cannot make the service buffer withou
 
 from __future__ import annotations
 
-import base64
 import asyncio
-import io
 import json
 import threading
 from dataclasses import dataclass, field
 from typing import Any, AsyncIterator, Callable
 
 import httpx
-from PIL import Image
 from pydantic import BaseModel, ValidationError
 
 from dsocr.catalogue import ModelFamily, served_modes, strip_eos
 from dsocr.errors import InvalidField, PayloadTooLarge, ServiceError
-from ocr_engine import EngineInfo, PageRequest, PageResult
+from ocr_engine import EncodedImage, EngineInfo, PageRequest, PageResult
 from settings import Settings
 
 # Table cells legitimately repeat: the repetition guard never blocks these (looked up with /tokenize).
 NEVER_BANNED_TOKENS = ("<td>", "</td>")
 IMAGE_PLACEHOLDER = "<image>"
 CONNECT_TIMEOUT_S = 10
+# Upstream feeds DeepSeek-OCR BOS and then `<image>\n<prompt>`, no role markers. vLLM renders chat messages with the
+# template of the checkpoint's model_type: DeepSeek-OCR's config.json says deepseek_vl_v2, and vLLM releases without
+# the OCR template fix render it as DeepSeek-VL2 does, `<|User|>: ... <|Assistant|>:`. Sent with each page to such a
+# server, this template renders the message's content alone (vLLM turns the image part into `<image>`, then a line
+# break, then the text).
+PLAIN_CHAT_TEMPLATE = "{{ bos_token }}{% for message in messages %}{{ message['content'] }}{% endfor %}"
+TEMPLATE_PROBE_TEXT = "Free OCR."
 # What one page's stream may carry, from the max_tokens it asked for: vLLM sends one chunk of a few hundred bytes
 # per token (sometimes an empty one between), and a role, a finish and a usage chunk. Past either bound the
 # stream is closed: a server that streams without end costs a bounded amount of memory.
@@ -137,6 +141,45 @@ def _shaped(shape: type[BaseModel], answer: Any, where: str) -> Any:
 def _first_problem(exc: ValidationError) -> str:
     error = exc.errors()[0]
     return f"{'.'.join(str(part) for part in error['loc']) or 'the answer'}: {error['msg']}"
+
+
+class TemplateRefused(Exception):
+    """The server renders role markers around the prompt and refuses a chat template sent with a request."""
+
+
+async def plain_template_for(client: httpx.AsyncClient, url: str, model: str) -> str | None:
+    """The chat template each page must carry for the server at `url` to render upstream's plain prompt, asked of its
+    /tokenize: None when it renders a user message as BOS + `<image>\n<prompt>` already (a vLLM whose template for
+    the checkpoint's model_type is DeepSeek-OCR's), else PLAIN_CHAT_TEMPLATE once the server was seen to render
+    that one plainly. Raises TemplateRefused when the server will not take a template from a request (vLLM without
+    --trust-request-chat-template), ValueError when it cannot tell, httpx.HTTPError when it cannot be reached."""
+    prompt = f"{IMAGE_PLACEHOLDER}\n{TEMPLATE_PROBE_TEXT}"
+    plain = {tuple(await _tokens(client, url, {"model": model, "prompt": prompt, "add_special_tokens": special}))
+             for special in (True, False)}
+    chat = {"model": model, "messages": [{"role": "user", "content": prompt}], "add_generation_prompt": True,
+            "add_special_tokens": False}
+    if tuple(await _tokens(client, url, chat)) in plain:
+        return None
+    try:
+        rendered = await _tokens(client, url, {**chat, "chat_template": PLAIN_CHAT_TEMPLATE})
+    except httpx.HTTPStatusError as exc:
+        if exc.response.status_code == 400:
+            raise TemplateRefused(_message_of(exc.response)) from None
+        raise
+    if tuple(rendered) not in plain:
+        raise ValueError("its /tokenize renders even a plain chat template with more than the prompt")
+    return PLAIN_CHAT_TEMPLATE
+
+
+async def _tokens(client: httpx.AsyncClient, url: str, body: dict) -> list[int]:
+    return _shaped(_Tokens, await _post_json(client, f"{url}/tokenize", body), f"{url}/tokenize").tokens
+
+
+def _message_of(response: httpx.Response) -> str:
+    try:
+        return _message(response.json())
+    except ValueError:
+        return response.text[:500]
 
 
 async def is_healthy(client: httpx.AsyncClient, url: str) -> bool:
@@ -334,8 +377,10 @@ def _refusal(status: int, message: str) -> ServiceError:
     return InvalidField(f"vLLM refused the page: {message}")
 
 
-def png_data_url(image: Image.Image) -> str:
-    """The page as the image of a chat message."""
-    buffer = io.BytesIO()
-    image.save(buffer, "PNG")
-    return "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode("ascii")
+def image_url(request: PageRequest) -> str:
+    """The page as the image of a chat message: its file as the pipeline made it ready (the upload's own bytes, or
+    one lossless PNG), else (a page handed over as pixels only) a PNG of its pixels. Called off the event loop."""
+    if request.encoded is not None:
+        return request.encoded.data_url()
+    assert request.image is not None
+    return EncodedImage.png(request.image).data_url()

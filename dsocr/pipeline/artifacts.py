@@ -1,11 +1,10 @@
 """Files a finished page leaves for the client: its figures cropped from the page, and the page with every
-layout box drawn on it (upstream's images/N.jpg and result_with_boxes.jpg); and a small preview of the page."""
+layout box drawn on it (upstream's images/N.jpg and result_with_boxes.jpg). The page's preview is made with the
+page (dsocr.pipeline.page_images)."""
 
 from __future__ import annotations
 
-import base64
 import hashlib
-import io
 from pathlib import Path
 
 from PIL import Image, ImageDraw
@@ -17,9 +16,6 @@ JPEG_QUALITY = 90
 # Upstream draws titles thicker than other blocks.
 TITLE_WIDTH = 4
 BOX_WIDTH = 2
-# Previews are for the screen: even a dense A4 page stays near half a megabyte of data URL.
-PREVIEW_MAX_SIDE = 1280
-PREVIEW_QUALITY = 70
 
 
 def figure_path(prefix: str, index: int) -> str:
@@ -64,12 +60,3 @@ def _label_color(label: str) -> tuple[int, int, int]:
     """A stable, fairly dark colour per label (upstream picks random ones)."""
     digest = hashlib.sha256(label.encode()).digest()
     return digest[0] % 200, digest[1] % 200, digest[2] % 200
-
-
-def page_preview(image: Image.Image) -> str:
-    """The page as the model saw it, as a JPEG data URL of at most PREVIEW_MAX_SIDE pixels a side."""
-    preview = image.copy()
-    preview.thumbnail((PREVIEW_MAX_SIDE, PREVIEW_MAX_SIDE))
-    buffer = io.BytesIO()
-    preview.save(buffer, "JPEG", quality=PREVIEW_QUALITY)
-    return "data:image/jpeg;base64," + base64.b64encode(buffer.getvalue()).decode("ascii")

@@ -9,9 +9,10 @@ import warnings
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Protocol
 
-from PIL import Image, ImageOps
+from PIL import ExifTags, Image, ImageOps
 
 from dsocr.errors import BadUpload, InvalidField, PayloadTooLarge, UnsupportedType
+from ocr_engine import EncodedImage
 
 if TYPE_CHECKING:
     import pypdfium2 as pdfium
@@ -55,21 +56,41 @@ def sniff(data: bytes) -> str | None:
 class PdfPages(Protocol):
     """Where the pages of a PDF are rendered (dsocr.pipeline.pdf_workers): one call per page, when it is needed."""
 
-    async def render(self, number: int) -> Image.Image: ...
+    async def render(self, number: int) -> PageImage: ...
+
+
+@dataclass(eq=False)
+class PageImage:
+    """A page ready for the model: its size; its pixels (a model in this process) or its file (a model server),
+    never both where one will do; and its preview, a JPEG data URL (None when previews are off)."""
+
+    width: int
+    height: int
+    image: Image.Image | None = None
+    encoded: EncodedImage | None = None
+    preview: str | None = None
+
+    def pixels(self) -> Image.Image:
+        """The page's pixels: the ones held, or its file decoded again (lossless, so the very same pixels)."""
+        if self.image is not None:
+            return self.image
+        assert self.encoded is not None
+        with Image.open(io.BytesIO(self.encoded.data)) as image:
+            return image.convert("RGB")
 
 
 @dataclass
 class Document:
-    """An upload, checked: the page numbers to read (from 1; [1] for an image) and how to get each page's image.
-    An image is decoded at once; a PDF's pages are rendered one at a time, when their turn comes, so that a long
-    document waiting in the queue holds no page images."""
+    """An upload, checked: the page numbers to read (from 1; [1] for an image) and how to get each page ready.
+    An image is decoded at once; a PDF's pages are rendered when their turn comes, so that a long document waiting
+    in the queue holds no page images."""
 
     is_pdf: bool
     numbers: list[int]
-    image: Image.Image | None = None
+    image: PageImage | None = None
     pdf: PdfPages | None = None
 
-    async def page_image(self, number: int) -> Image.Image:
+    async def page(self, number: int) -> PageImage:
         if self.pdf is not None:
             return await self.pdf.render(number)
         assert self.image is not None
@@ -162,10 +183,30 @@ def _load_failure(data: bytes, err_code: int | None) -> Exception:
     return BadUpload("Cannot read the PDF: it is broken or truncated")
 
 
+# Formats a model server decodes itself, by their MIME types: a page uploaded in one of them is sent as it came
+# when it needed no change (dsocr.pipeline.page_images).
+SENT_AS_UPLOADED = {"PNG": "image/png", "JPEG": "image/jpeg", "WEBP": "image/webp"}
+# Modes whose pixels a server's RGB conversion leaves as this service's would (Pillow's convert("RGB")).
+RGB_AS_IS = ("RGB", "L")
+
+
+@dataclass
+class DecodedUpload:
+    image: Image.Image  # RGB, upright, within the size limits
+    format: str  # Pillow's name of the upload's format
+    as_uploaded: bool  # the pixels are the file's own: nothing turned, scaled, padded, flattened or converted
+
+
 def decode_image(data: bytes, max_pixels: int, max_side: int) -> Image.Image:
+    """The upload's page image (see decode_upload)."""
+    return decode_upload(data, max_pixels, max_side).image
+
+
+def decode_upload(data: bytes, max_pixels: int, max_side: int) -> DecodedUpload:
     """An RGB image upright by its EXIF orientation, no larger than `max_side` pixels a side (the most the mode can
-    use: a 143 KB PNG may hold 7000x7000 pixels, and every later copy would be as large). The pixel count is
-    checked before anything is decoded; a JPEG is decoded at a reduced scale where that still covers `max_side`."""
+    use: a 143 KB PNG may hold 7000x7000 pixels, and every later copy would be as large), and whether those are the
+    file's pixels as a decoder reads them. The pixel count is checked before anything is decoded; a JPEG is decoded
+    at a reduced scale where that still covers `max_side`."""
     if not data:
         raise BadUpload("The uploaded file is empty")
     fmt = sniff(data)
@@ -184,14 +225,24 @@ def decode_image(data: bytes, max_pixels: int, max_side: int) -> Image.Image:
             if fmt == "JPEG":
                 image.draft("RGB", (max_side, max_side))
             image.load()  # the first frame of an animation
+            plain = image.mode in RGB_AS_IS and getattr(image, "n_frames", 1) == 1 and not _turned(image)
             ImageOps.exif_transpose(image, in_place=True)
-            image = _to_rgb(image)
-            image.thumbnail((max_side, max_side), Image.Resampling.LANCZOS, reducing_gap=3.0)
-            return readable(image)
+            image = readable(_thumbnail(_to_rgb(image), max_side))
+            return DecodedUpload(image, fmt, plain and image.size == (width, height))
     except (Image.DecompressionBombError, Image.DecompressionBombWarning):
         raise PayloadTooLarge(f"Image has too many pixels; the limit is {max_pixels}") from None
     except (OSError, SyntaxError, ValueError, EOFError) as exc:
         raise BadUpload(f"Cannot decode the {fmt} image (corrupt or truncated): {exc}") from None
+
+
+def _turned(image: Image.Image) -> bool:
+    """Whether the image's EXIF orientation turns or mirrors it (exif_transpose acts on 2 to 8)."""
+    return image.getexif().get(ExifTags.Base.Orientation, 1) in range(2, 9)
+
+
+def _thumbnail(image: Image.Image, max_side: int) -> Image.Image:
+    image.thumbnail((max_side, max_side), Image.Resampling.LANCZOS, reducing_gap=3.0)
+    return image
 
 
 def readable(image: Image.Image) -> Image.Image:

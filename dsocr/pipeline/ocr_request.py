@@ -8,7 +8,8 @@ from dataclasses import dataclass
 from dsocr.serving.workers import in_worker
 from dsocr.catalogue import Mode
 from dsocr.errors import InvalidField
-from dsocr.pipeline.documents import Document, decode_image, is_pdf
+from dsocr.pipeline.documents import Document, PageImage, is_pdf
+from dsocr.pipeline.page_images import prepare_upload
 from dsocr.pipeline.pdf_workers import PdfWorkers
 from dsocr.serving.submitter import PageSubmitter
 from ocr_engine import EngineInfo
@@ -67,11 +68,23 @@ def check_prompt_tokens(prompt: str, submitter: PageSubmitter, max_tokens: int) 
         raise InvalidField(f"Prompt is {tokens} tokens; the limit is {max_tokens} (DEEPSEEK_OCR_MAX_PROMPT_TOKENS)")
 
 
+async def ready_image(
+    data: bytes, mode: Mode, submitter: PageSubmitter, settings: Settings, pdf_workers: PdfWorkers
+) -> PageImage:
+    """An uploaded image, decoded and made ready for the model (dsocr.pipeline.page_images): in a worker process when
+    it goes to a model server, which wants a file (only bytes cross back); on a worker thread when the model is in
+    this process, which wants the pixels (no copy between processes)."""
+    args = (data, settings.ocr_max_image_pixels, mode.max_useful_side)
+    if submitter.through_vllm:
+        return await pdf_workers.image(*args, True, settings.ocr_page_previews)
+    return await in_worker(prepare_upload, *args, False, settings.ocr_page_previews)
+
+
 async def check_ocr_request(
     form: UploadForm, submitter: PageSubmitter, settings: Settings, pdf_workers: PdfWorkers
 ) -> OcrInput:
-    """The form's mode, prompt and document, checked: an image decoded off the event loop, a PDF opened and its
-    page selection checked in a PDF worker (its pages are rendered later, each when its turn comes). Pages are
+    """The form's mode, prompt and document, checked: an image decoded off the event loop (ready_image), a PDF opened
+    and its page selection checked in a PDF worker (its pages are rendered later, each when its turn comes). Pages are
     never larger than the mode can use."""
     # Admitted while the model was ready: its info stands while the model drains (the admitted work goes on).
     info = submitter.info if submitter.info is not None else submitter.ready_info()
@@ -79,10 +92,11 @@ async def check_ocr_request(
     prompt = resolve_prompt(form.fields.get("prompt"), settings.ocr_default_prompt, settings.ocr_max_prompt_chars)
     await in_worker(check_prompt_tokens, prompt, submitter, settings.ocr_max_prompt_tokens)
     if form.data and is_pdf(form.data):
-        pdf = pdf_workers.document(form.data, settings.ocr_pdf_dpi, settings.ocr_max_image_pixels, mode.max_useful_side)
+        pdf = pdf_workers.document(form.data, settings.ocr_pdf_dpi, settings.ocr_max_image_pixels, mode.max_useful_side,
+                                   submitter.through_vllm, settings.ocr_page_previews)
         numbers = await pdf.select(form.fields.get("pages"), settings.ocr_max_pdf_pages)
         document = Document(True, numbers, pdf=pdf)
     else:
-        image = await in_worker(decode_image, form.data, settings.ocr_max_image_pixels, mode.max_useful_side)
+        image = await ready_image(form.data, mode, submitter, settings, pdf_workers)
         document = Document(False, [1], image=image)
     return OcrInput(form.filename, len(form.data), mode, prompt, document, form.fields.get("task_id"))

@@ -9,12 +9,11 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Callable
 
-from PIL import Image
 
 from dsocr.serving.workers import in_worker
-from dsocr.pipeline.artifacts import figure_path, page_preview, save_page_artifacts
+from dsocr.pipeline.artifacts import figure_path, save_page_artifacts
 from dsocr.pipeline.cleaning import CleanedPage, clean_output
-from dsocr.pipeline.documents import Document
+from dsocr.pipeline.documents import Document, PageImage
 from dsocr.pipeline.ocr_request import OcrInput
 from dsocr.pipeline.runs import Run
 from dsocr.serving.submitter import PageSubmitter
@@ -57,12 +56,12 @@ def page_layout(cleaned: CleanedPage, width: int, height: int) -> PageLayout:
     return PageLayout(width=width, height=height, items=items)
 
 
-def _finish_page(
-    run_dir: Path, prefix: str, image: Image.Image, cleaned: CleanedPage, previews: bool
-) -> tuple[str | None, str | None]:
-    """The page's files and preview, made in one trip off the event loop."""
-    annotated = save_page_artifacts(run_dir, prefix, image, cleaned)
-    return annotated, page_preview(image) if previews else None
+async def _save_artifacts(run_dir: Path, prefix: str, page: PageImage, cleaned: CleanedPage) -> str | None:
+    """The page's figures and annotated page, off the event loop; a page without regions (or figures) has none,
+    and costs no trip (nor, for a page read by a model server, a decode)."""
+    if not cleaned.regions and not cleaned.figures:
+        return None
+    return await in_worker(lambda: save_page_artifacts(run_dir, prefix, page.pixels(), cleaned))
 
 
 async def read_page(
@@ -71,11 +70,11 @@ async def read_page(
 ) -> tuple[PageOut, Timings]:
     started = time.perf_counter()
     number = ocr.document.numbers[index]
-    image = await ocr.document.page_image(number)
+    image = await ocr.document.page(number)
     prefix = page_prefix(ocr.document, number)
     work_dir = run.path / prefix
     work_dir.mkdir(parents=True, exist_ok=True)
-    request = PageRequest(image=image, prompt=ocr.prompt, mode=ocr.mode, work_dir=work_dir)
+    request = PageRequest(image=image.image, prompt=ocr.prompt, mode=ocr.mode, work_dir=work_dir, encoded=image.encoded)
     on_progress = None
     if on_event:
         if stream_text:
@@ -85,7 +84,7 @@ async def read_page(
         on_progress = lambda name, data: on_event(name, {"page": number, **data})  # noqa: E731
     result, timings = await submitter.submit(request, on_progress)
     cleaned = clean_output(result.raw_text, image.width, image.height, lambda i: run.url(figure_path(prefix, i)))
-    annotated, preview = await in_worker(_finish_page, run.path, prefix, image, cleaned, previews)
+    annotated = await _save_artifacts(run.path, prefix, image, cleaned)
     out = PageOut(
         page=number,
         page_index=index,
@@ -96,13 +95,13 @@ async def read_page(
         image_height=image.height,
         duration_ms=round((time.perf_counter() - started) * 1000, 1),
         finish_reason=result.finish_reason,
+        generated_tokens=result.generated_tokens,
         attempts=result.attempts,
         repetition_cut=result.repetition_cut,
-        generated_tokens=result.generated_tokens,
         annotated_image_url=run.url(annotated) if annotated else None,
         timings=TimingsOut(queue_ms=timings.queue_ms, inference_ms=timings.inference_ms),
         layout=page_layout(cleaned, image.width, image.height),
-        image_data=preview,
+        image_data=image.preview if previews else None,
     )
     return out, timings
 

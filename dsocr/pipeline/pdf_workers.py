@@ -1,8 +1,9 @@
 """PDFs are opened and rendered in worker processes: PDFium is not thread-safe, and a crafted page can render for
 minutes (nested form objects, hundreds of thousands of path operations), which only a process can be stopped
 from. Each call has a time budget (DEEPSEEK_OCR_PDF_PAGE_TIMEOUT_S); past it, or when the request it serves is
-cancelled (its client left), the worker is killed and a fresh one takes its place. Several documents render at
-once, one per worker; the rest wait for a free worker."""
+cancelled (its client left), the worker is killed and a fresh one takes its place. Uploaded images are decoded
+and made ready there too (dsocr.pipeline.page_images) when they go to a model server: the per-page CPU work runs
+on as many cores as there are workers (DEEPSEEK_OCR_PDF_WORKERS), and the server's process only moves bytes."""
 
 from __future__ import annotations
 
@@ -15,24 +16,27 @@ import signal
 from multiprocessing.connection import Connection
 from typing import Any
 
-from PIL import Image
 from prometheus_client import Gauge
 
-from dsocr.errors import BadUpload, InvalidField, PayloadTooLarge, ServiceError
-from dsocr.pipeline import documents
+from dsocr.errors import BadUpload, InvalidField, PayloadTooLarge, ServiceError, UnsupportedType
+from dsocr.pipeline import documents, page_images
+from dsocr.pipeline.documents import PageImage
 from dsocr.serving.workers import in_worker, in_worker_later
 
 log = logging.getLogger("deepseek_ocr.pdf")
 
 # Errors a worker may answer with, by name: they cross the process boundary as (name, detail).
-ERRORS: dict[str, type[ServiceError]] = {cls.__name__: cls for cls in (BadUpload, InvalidField, PayloadTooLarge)}
+ERRORS: dict[str, type[ServiceError]] = {
+    cls.__name__: cls for cls in (BadUpload, InvalidField, PayloadTooLarge, UnsupportedType)
+}
 # A fresh interpreter per worker: forking a process that holds the model and its threads is not safe.
 CONTEXT = multiprocessing.get_context("spawn")
 PR_SET_PDEATHSIG = 1
 
 
 def serve(conn: Connection) -> None:
-    """A worker's loop: one call at a time, `(document key, PDF bytes or None, operation, arguments)`. The last
+    """A worker's loop: one call at a time, `(document key, PDF bytes or None, operation, arguments)`: "select"
+    and "render" on a PDF, "image" to make an uploaded image ready (its bytes in place of the PDF's). The last
     document stays open, so that the pages of one upload are sent once."""
     # Ctrl-C and a SIGTERM sent to the whole group (systemd) stop the service, which stops its workers after
     # draining; a service killed outright takes its workers with it.
@@ -46,22 +50,31 @@ def serve(conn: Connection) -> None:
         except (EOFError, OSError):  # the service is gone
             return
         try:
-            if data is not None:
-                if document is not None:
-                    document.close()
-                document, loaded = None, None
-                document, loaded = documents.open_pdf(data), key
-            if loaded != key:
-                raise BadUpload("The PDF is not open in this worker")
-            if operation == "select":
-                reply: tuple[Any, ...] = ("ok", documents.select_pages(document, *args))
+            if operation == "image":  # an uploaded image made ready; the open document stays open
+                reply: tuple[Any, ...] = ("ok", page_images.prepare_upload(data, *args))
             else:
-                reply = ("ok", documents.render_page(document, *args))
+                if data is not None:
+                    if document is not None:
+                        document.close()
+                    document, loaded = None, None
+                    document, loaded = documents.open_pdf(data), key
+                if loaded != key:
+                    raise BadUpload("The PDF is not open in this worker")
+                reply = ("ok", _on_document(document, operation, args))
         except ServiceError as exc:
             reply = ("error", type(exc).__name__, exc.detail)
-        except Exception as exc:  # PDFium fails in many ways on broken files
-            reply = ("error", "BadUpload", f"Cannot read the PDF: {type(exc).__name__}: {exc}")
+        except Exception as exc:  # PDFium (or an image decoder) fails in many ways on broken files
+            what = "the image" if operation == "image" else "the PDF"
+            reply = ("error", "BadUpload", f"Cannot read {what}: {type(exc).__name__}: {exc}")
         conn.send(reply)
+
+
+def _on_document(document: Any, operation: str, args: tuple) -> Any:
+    if operation == "select":
+        return documents.select_pages(document, *args)
+    number, dpi, max_pixels, max_side, for_server, previews = args
+    image = documents.render_page(document, number, dpi, max_pixels, max_side)
+    return page_images.prepare(image, for_server, previews)
 
 
 def _die_with_parent() -> None:
@@ -93,7 +106,8 @@ class Worker:
     async def call(self, key: int, data: bytes, operation: str, args: tuple, timeout_s: float) -> Any:
         """The operation's result; asyncio.TimeoutError past `timeout_s`. The document is sent when the worker does
         not have it open yet."""
-        message = (key, None if self.loaded == key else data, operation, args)
+        message = (key, None if self.loaded == key and operation != "image" else data, operation, args)
+        opened = self.loaded if operation == "image" else key  # an image leaves the worker's document open
         self.loaded = None
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout_s
@@ -115,7 +129,7 @@ class Worker:
             raise BadUpload("Cannot read the PDF: its renderer crashed") from None
         if reply[0] == "error":
             raise ERRORS.get(reply[1], BadUpload)(reply[2])
-        self.loaded = key
+        self.loaded = opened
         return reply[1]
 
     def kill(self) -> None:
@@ -143,9 +157,16 @@ class PdfWorkers:
         self.idle: list[Worker] = []
         self.workers: set[Worker] = set()
 
-    def document(self, data: bytes, dpi: float, max_pixels: int, max_side: int) -> "PdfSource":
-        """An uploaded PDF whose pages are rendered at `dpi`, within `max_pixels` and `max_side` pixels a side."""
-        return PdfSource(self, next(self.keys), data, (dpi, max_pixels, max_side))
+    def document(self, data: bytes, dpi: float, max_pixels: int, max_side: int, for_server: bool = False,
+                 previews: bool = False) -> "PdfSource":
+        """An uploaded PDF whose pages are rendered at `dpi`, within `max_pixels` and `max_side` pixels a side, and
+        made ready as dsocr.pipeline.page_images.prepare makes them."""
+        return PdfSource(self, next(self.keys), data, (dpi, max_pixels, max_side, for_server, previews))
+
+    async def image(self, data: bytes, max_pixels: int, max_side: int, for_server: bool, previews: bool) -> PageImage:
+        """An uploaded image made ready in a worker (dsocr.pipeline.page_images.prepare_upload)."""
+        return await self.call(next(self.keys), data, "image", (max_pixels, max_side, for_server, previews),
+                               "Decoding the image")
 
     async def call(self, key: int, data: bytes, operation: str, args: tuple, what: str) -> Any:
         """Runs one operation in a free worker. Past the time budget the worker is killed and the request gets 422
@@ -168,9 +189,9 @@ class PdfWorkers:
                 if isinstance(exc, WorkerGone):
                     raise BadUpload("Cannot read the PDF: its renderer stopped") from None
                 if isinstance(exc, asyncio.TimeoutError):
+                    why = "the image is too large to decode" if operation == "image" else "the PDF is too complex to render"
                     raise InvalidField(
-                        f"{what} took longer than {self.timeout_s:g} s (DEEPSEEK_OCR_PDF_PAGE_TIMEOUT_S): "
-                        "the PDF is too complex to render"
+                        f"{what} took longer than {self.timeout_s:g} s (DEEPSEEK_OCR_PDF_PAGE_TIMEOUT_S): {why}"
                     ) from None
                 raise
             finally:
@@ -216,19 +237,18 @@ class PdfWorkers:
 
 class PdfSource:
     """One uploaded PDF, read through the workers: its page selection checked at once, its pages rendered when
-    they are needed, one at a time and in the order asked for (so that they reach the model in page order, and
-    one long document does not take every worker from the others)."""
+    they are needed, on as many workers as are free (a long document's pages on every core). Workers are handed
+    out first come, first served, so the pages of other documents take turns with a long one's."""
 
     def __init__(self, workers: PdfWorkers, key: int, data: bytes, render_args: tuple) -> None:
         self.workers = workers
         self.key = key
         self.data = data
         self.render_args = render_args
-        self.turn = asyncio.Lock()
 
     async def select(self, page_spec: str | None, max_pages: int) -> list[int]:
         return await self.workers.call(self.key, self.data, "select", (page_spec, max_pages), "Opening the PDF")
 
-    async def render(self, number: int) -> Image.Image:
-        async with self.turn:
-            return await self.workers.call(self.key, self.data, "render", (number, *self.render_args), f"Page {number} of the PDF")
+    async def render(self, number: int) -> PageImage:
+        return await self.workers.call(self.key, self.data, "render", (number, *self.render_args),
+                                       f"Page {number} of the PDF")

@@ -11,13 +11,12 @@ from typing import Any
 
 from dsocr.catalogue import Mode
 from dsocr.errors import InvalidField
-from dsocr.pipeline.documents import Document, decode_image
-from dsocr.pipeline.ocr_request import OcrInput
+from dsocr.pipeline.documents import Document
+from dsocr.pipeline.ocr_request import OcrInput, ready_image
 from dsocr.pipeline.pages import read_page
 from dsocr.pipeline.pdf_workers import PdfWorkers
 from dsocr.pipeline.runs import RUN_ID, RunStore, Run
 from dsocr.serving.submitter import PageSubmitter
-from dsocr.serving.workers import in_worker
 from settings import Settings
 
 JOB_FILES = "job-files"
@@ -80,10 +79,11 @@ class StoredPageReader:
         mode = self._mode(page.mode)
         if page.is_pdf:
             pdf = self.pdf_workers.document(content, settings.ocr_pdf_dpi, settings.ocr_max_image_pixels,
-                                            mode.max_useful_side)
+                                            mode.max_useful_side, self.submitter.through_vllm,
+                                            settings.ocr_page_previews)
             document = Document(True, [page.page_number], pdf=pdf)
         else:
-            image = await in_worker(decode_image, content, settings.ocr_max_image_pixels, mode.max_useful_side)
+            image = await ready_image(content, mode, self.submitter, settings, self.pdf_workers)
             document = Document(False, [1], image=image)
         ocr = OcrInput(page.file_name, len(content), mode, page.prompt, document)
         run = self.files.folder(page.run_id, settings.ocr_root_path)

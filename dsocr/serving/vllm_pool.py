@@ -18,16 +18,20 @@ import time
 from dataclasses import dataclass
 from typing import Awaitable, Callable
 
+import httpx
+
 from dsocr.engines.vllm import (
     Retryable,
     ServedModel,
+    TemplateRefused,
     UpstreamFailed,
     chat_body,
     complete,
     discover,
+    image_url,
     is_healthy,
     new_client,
-    png_data_url,
+    plain_template_for,
     served_info,
 )
 from dsocr.errors import Unavailable
@@ -50,6 +54,8 @@ class Server:
     url: str
     healthy: bool = False
     inflight: int = 0
+    prompt_checked: bool = False  # how it renders a page's prompt was asked (dsocr.engines.vllm.plain_template_for)
+    chat_template: str | None = None  # sent with each page: the server would wrap the prompt in role markers
 
 
 class VllmPool(PageSubmitter):
@@ -142,9 +148,36 @@ class VllmPool(PageSubmitter):
 
     async def _probe_all(self) -> None:
         async def probe(server: Server) -> None:
-            self._mark(server, await is_healthy(self.client, server.url))
+            healthy = await is_healthy(self.client, server.url)
+            if healthy and not server.prompt_checked:
+                healthy = await self._check_prompt(server)
+            self._mark(server, healthy)
 
         await asyncio.gather(*(probe(server) for server in self.servers))
+
+    async def _check_prompt(self, server: Server) -> bool:
+        """Asks a server, the first time it is healthy, how it renders a page's prompt, and says so once when that is
+        not upstream's plain `<image>\n<prompt>`. False while it cannot be asked (it is not used until then)."""
+        assert self.model is not None
+        try:
+            server.chat_template = await plain_template_for(self.client, server.url, self.model.name)
+        except TemplateRefused as exc:
+            log.warning("vLLM server %s wraps the page's prompt in chat role markers the model was not trained with, "
+                        "and refuses a plain template sent with each page (%s): start it with --chat-template naming "
+                        "a template that renders the message's content alone, or with --trust-request-chat-template",
+                        server.url, exc)
+        except ValueError as exc:
+            log.warning("vLLM server %s cannot say how it renders a page's prompt (%s): pages go as it renders them",
+                        server.url, exc)
+        except httpx.HTTPError:
+            return False
+        else:
+            if server.chat_template:
+                log.info("vLLM server %s wraps the page's prompt in chat role markers (its chat template for the "
+                         "checkpoint's model_type); each page is sent with a plain chat template instead, so that the "
+                         "model reads upstream's <image>\n<prompt>", server.url)
+        server.prompt_checked = True
+        return True
 
     def _mark(self, server: Server, healthy: bool) -> None:
         if healthy != server.healthy:
@@ -186,8 +219,8 @@ class VllmPool(PageSubmitter):
             raise Unavailable(self.detail, headers={"Retry-After": str(LOADING_RETRY_AFTER_S)})
         assert self.model is not None
         enqueued = time.perf_counter()
-        image_url = await in_worker(png_data_url, request.image)
-        body = chat_body(self.model, request, image_url, self.settings)
+        url = await in_worker(image_url, request)  # base64 of a page's file: milliseconds, better off the loop
+        body = chat_body(self.model, request, url, self.settings)
         tried: set[Server] = set()
         while True:
             server = await self._acquire(tried, on_progress)
@@ -199,9 +232,10 @@ class VllmPool(PageSubmitter):
             def first_token() -> None:
                 self.metrics.time_to_first_token.observe(time.perf_counter() - started)
 
+            sent = {**body, "chat_template": server.chat_template} if server.chat_template else body
             try:
                 result = await self._unless_stopped(complete(
-                    self.client, server.url, body, request.on_text, request.abandoned, first_token,
+                    self.client, server.url, sent, request.on_text, request.abandoned, first_token,
                     self.settings.ocr_vllm_first_byte_timeout_s))
             except Retryable as exc:
                 tried.add(server)

@@ -1,0 +1,232 @@
+"""How much of a vLLM server's pace the front keeps: the same pages sent straight to a vLLM server that answers at
+once, and through the service in front of it, as pages per second and their ratio; with the CPU time the service
+spends per page.
+
+    python bench/front.py                      # 64 one-page uploads, 16 in flight; then one 40-page PDF
+    python bench/front.py --uploads 128 --in-flight 32 --pdf-pages 80
+
+The vLLM server is the STAND-IN (tests/openai_standin.py) in a process of its own, answering every page at once
+with a short text: the regime of a fast GPU, where what limits the pages per second is the front's own work per
+page. Pages are A4 text pages at 150 DPI (1240x1754 PNG), each a little different.
+
+- **uploads**: direct, each page as a PNG data URL in a chat completion, `--in-flight` at a time; through the
+  service, each page as one POST /api/ocr with the same number in flight.
+- **PDF**: direct, the PDF's pages rendered here beforehand as the service renders them (PDFium, 144 DPI) and sent
+  as PNG data URLs, `--in-flight` at a time; through the service, the PDF as one POST /api/ocr.
+- **CPU ms per page**: the service's process (user + system time over the run, divided by the pages), and apart
+  from it its worker processes (PDF renderers, page workers).
+
+The benchmark's client, the stand-in and the service share the machine's cores: on a small machine the figures say
+how much the front costs next to a server that costs almost nothing, not what a GPU deployment reaches.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import base64
+import io
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import httpx
+from PIL import Image, ImageDraw
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path[:0] = [str(ROOT), str(ROOT / "tests")]  # the service's code, and the tests' helpers
+
+from live_server import Server  # noqa: E402
+
+A4_150_DPI = (1240, 1754)
+PDF_DPI = 144  # the service's default DEEPSEEK_OCR_PDF_DPI
+POINTS_PER_INCH = 72
+PROMPT = "<|grounding|>Convert the document to markdown."
+CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
+# Runs the stand-in in a process of its own, printing its URL once it listens.
+STANDIN_MAIN = (
+    "import sys, threading; sys.path.insert(0, 'tests'); from openai_standin import OpenAIStandIn; "
+    "server = OpenAIStandIn().start(); print(server.url, flush=True); threading.Event().wait()"
+)
+
+
+def text_page(index: int, size: tuple[int, int] = A4_150_DPI) -> Image.Image:
+    """An A4 page of text-like lines, different per index."""
+    image = Image.new("RGB", size, "white")
+    draw = ImageDraw.Draw(image)
+    for line in range(60):
+        y = 80 + line * (size[1] - 160) // 60
+        draw.text((80, y), f"Page {index} line {line}: lorem ipsum dolor sit amet, consectetur {index * line} " * 2,
+                  fill="black")
+    return image
+
+
+def png(image: Image.Image) -> bytes:
+    buffer = io.BytesIO()
+    image.save(buffer, "PNG")
+    return buffer.getvalue()
+
+
+def make_pdf(pages: int) -> bytes:
+    buffer = io.BytesIO()
+    images = [text_page(i + 1) for i in range(pages)]
+    images[0].save(buffer, "PDF", save_all=True, append_images=images[1:], resolution=150)
+    return buffer.getvalue()
+
+
+def rendered_pages(pdf: bytes) -> list[bytes]:
+    """The PDF's pages as the service renders them (PDFium at 144 DPI), as PNG files."""
+    import pypdfium2 as pdfium
+
+    document = pdfium.PdfDocument(pdf)
+    try:
+        return [png(page.render(scale=PDF_DPI / POINTS_PER_INCH).to_pil().convert("RGB")) for page in document]
+    finally:
+        document.close()
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU seconds of one process (its threads included)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / CLOCK_TICKS
+
+
+def children(pid: int) -> list[int]:
+    """The process's descendants."""
+    found = []
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        try:
+            for child in (task / "children").read_text().split():
+                found += [int(child), *children(int(child))]
+        except OSError:
+            pass
+    return found
+
+
+def cpu_split(pid: int) -> tuple[float, float]:
+    """CPU seconds of the process and of its worker processes."""
+    return cpu_seconds(pid), sum(cpu_seconds(child) for child in children(pid) if Path(f"/proc/{child}").exists())
+
+
+async def direct(url: str, pages: list[bytes], in_flight: int) -> float:
+    """Seconds to send `pages` straight to the server as chat completions, `in_flight` at a time."""
+    gate = asyncio.Semaphore(in_flight)
+    async with httpx.AsyncClient(timeout=600, limits=httpx.Limits(max_connections=in_flight + 4)) as client:
+        model = (await client.get(f"{url}/v1/models")).json()["data"][0]["id"]
+
+        async def one(data: bytes) -> None:
+            body = {"model": model, "temperature": 0, "max_tokens": 8192, "skip_special_tokens": False,
+                    "stream": True, "stream_options": {"include_usage": True},
+                    "messages": [{"role": "user", "content": [
+                        {"type": "image_url",
+                         "image_url": {"url": "data:image/png;base64," + base64.b64encode(data).decode("ascii")}},
+                        {"type": "text", "text": PROMPT}]}]}
+            async with gate:
+                async with client.stream("POST", f"{url}/v1/chat/completions", json=body) as response:
+                    response.raise_for_status()
+                    async for _ in response.aiter_lines():
+                        pass
+
+        started = time.perf_counter()
+        await asyncio.gather(*(one(data) for data in pages))
+        return time.perf_counter() - started
+
+
+async def through(url: str, uploads: list[tuple[str, bytes]], in_flight: int) -> tuple[float, int]:
+    """Seconds to read `uploads` through the service, `in_flight` at a time, and the pages read."""
+    gate = asyncio.Semaphore(in_flight)
+    pages = 0
+    async with httpx.AsyncClient(timeout=600, limits=httpx.Limits(max_connections=in_flight + 4)) as client:
+
+        async def one(name: str, data: bytes) -> None:
+            nonlocal pages
+            async with gate:
+                response = await client.post(f"{url}/api/ocr", files={"image": (name, data)}, data={"mode": "gundam"})
+            response.raise_for_status()
+            pages += len(response.json()["pages"])
+
+        started = time.perf_counter()
+        await asyncio.gather(*(one(name, data) for name, data in uploads))
+        return time.perf_counter() - started, pages
+
+
+def best_of(runs: int, measure) -> float:
+    """The fastest of `runs` runs: the figure least disturbed by the other processes on the machine."""
+    return min(measure() for _ in range(runs))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--uploads", type=int, default=64, help="one-page uploads")
+    parser.add_argument("--in-flight", type=int, default=16, help="requests in flight")
+    parser.add_argument("--pdf-pages", type=int, default=40, help="pages of the PDF")
+    parser.add_argument("--runs", type=int, default=3, help="runs of each measurement; the fastest counts")
+    args = parser.parse_args()
+
+    uploads = [png(text_page(i + 1)) for i in range(args.uploads)]
+    pdf = make_pdf(args.pdf_pages)
+    pdf_pages = rendered_pages(pdf)
+
+    standin = subprocess.Popen([sys.executable, "-c", STANDIN_MAIN], cwd=ROOT, stdout=subprocess.PIPE, text=True)
+    try:
+        standin_url = standin.stdout.readline().strip()
+        asyncio.run(direct(standin_url, uploads[:2], 2))  # warm-up
+        direct_uploads = best_of(args.runs, lambda: asyncio.run(direct(standin_url, uploads, args.in_flight)))
+        direct_pdf = best_of(args.runs, lambda: asyncio.run(direct(standin_url, pdf_pages, args.in_flight)))
+
+        with tempfile.TemporaryDirectory() as scratch:
+            server = Server({
+                "DEEPSEEK_OCR_ENGINE": "vllm", "DEEPSEEK_OCR_VLLM_URLS": standin_url,
+                "DEEPSEEK_OCR_RUNS_DIR": str(Path(scratch) / "runs"),
+                "DEEPSEEK_OCR_MAX_QUEUE": str(args.uploads + 8), "DEEPSEEK_OCR_REQUEST_TIMEOUT_S": "600",
+                "DEEPSEEK_OCR_MAX_PDF_PAGES": str(args.pdf_pages),
+            })
+            try:
+                server.wait_ready()
+                pid = server.process.pid
+                asyncio.run(through(server.url, [("warm.png", uploads[0]), ("warm.pdf", make_pdf(2))], 2))
+
+                def service_uploads() -> float:
+                    wall, pages = asyncio.run(
+                        through(server.url, [(f"page-{i}.png", data) for i, data in enumerate(uploads)], args.in_flight))
+                    assert pages == len(uploads)
+                    return wall
+
+                def service_pdf() -> float:
+                    wall, pages = asyncio.run(through(server.url, [("document.pdf", pdf)], args.in_flight))
+                    assert pages == args.pdf_pages
+                    return wall
+
+                before = cpu_split(pid)
+                front_uploads = best_of(args.runs, service_uploads)
+                middle = cpu_split(pid)
+                front_pdf = best_of(args.runs, service_pdf)
+                after = cpu_split(pid)
+            finally:
+                server.stop()
+    finally:
+        standin.kill()
+        standin.wait()
+
+    def per_page(start: tuple[float, float], end: tuple[float, float], pages: int) -> tuple[float, float]:
+        return tuple((b - a) * 1000 / pages for a, b in zip(start, end))  # type: ignore[return-value]
+
+    upload_cpu = per_page(before, middle, args.runs * args.uploads)
+    pdf_cpu = per_page(middle, after, args.runs * args.pdf_pages)
+    print(f"\nthe stand-in answering at once; {args.in_flight} requests in flight; {os.cpu_count()} CPU cores; "
+          f"fastest of {args.runs} runs")
+    print(f"{'':>28} {'direct p/s':>11} {'service p/s':>12} {'ratio':>6} {'service ms/page':>16} {'workers ms/page':>16}")
+    for name, pages, direct_s, front_s, cpu in (
+        (f"{args.uploads} one-page uploads", args.uploads, direct_uploads, front_uploads, upload_cpu),
+        (f"one {args.pdf_pages}-page PDF", args.pdf_pages, direct_pdf, front_pdf, pdf_cpu),
+    ):
+        print(f"{name:>28} {pages / direct_s:>11.1f} {pages / front_s:>12.1f} {direct_s / front_s:>6.2f} "
+              f"{cpu[0]:>16.1f} {cpu[1]:>16.1f}")
+    print("goals on 2 cores: ratio >= 0.85 for uploads, >= 0.7 for the PDF")
+
+
+if __name__ == "__main__":
+    main()
