@@ -54,7 +54,7 @@ def make_settings(checkpoint: Path, runs_dir: Path, **overrides: object) -> Sett
 def server_env(checkpoint: Path, runs_dir: Path, **extra: str) -> dict[str, str]:
     """The environment of a real server (live_server.Server) on `checkpoint`, its runs in `runs_dir`."""
     return {"DEEPSEEK_OCR_MODEL_PATH": str(checkpoint), "DEEPSEEK_OCR_RUNS_DIR": str(runs_dir),
-            "DEEPSEEK_OCR_DATA_DIR": str(runs_dir.parent / "data"), "DEEPSEEK_OCR_PAGE_RETRIES": "0", **extra}
+            "DEEPSEEK_OCR_DATA_DIR": str(runs_dir.parent / "data"), **extra}
 
 
 def subprocess_env(**extra: str) -> dict[str, str]:

@@ -33,9 +33,10 @@ class Server:
         self.log = tempfile.TemporaryFile("w+")
         # Nothing of the server's is left in the repository: the history goes to a folder of its own.
         self.history = tempfile.TemporaryDirectory(prefix="history-")
-        # Random weights never end their answer: generation is capped unless the test says otherwise.
+        # Random weights never end their answer: generation is capped, and a page read once (not again for ending
+        # by the cap), unless the test says otherwise.
         env = {"DEEPSEEK_OCR_HISTORY_DIR": self.history.name, "DEEPSEEK_OCR_DATA_DIR": self.history.name,
-               "DEEPSEEK_OCR_MAX_NEW_TOKENS": str(TEST_MAX_NEW_TOKENS), **env}
+               "DEEPSEEK_OCR_MAX_NEW_TOKENS": str(TEST_MAX_NEW_TOKENS), "DEEPSEEK_OCR_PAGE_RETRIES": "0", **env}
         self.process = subprocess.Popen(
             [sys.executable, "-m", "uvicorn", "app:app", "--host", "127.0.0.1", "--port", str(self.port)],
             cwd=ROOT, env={**base, **env}, stdout=self.log, stderr=subprocess.STDOUT, text=True,
