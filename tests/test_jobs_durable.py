@@ -133,6 +133,17 @@ def test_two_replicas_share_jobs_and_finish_each_others_pages(
             workers = {row[0] for row in database.execute("SELECT worker FROM pages WHERE job_id = %s", (job_id,))}
         assert workers == {"replica-a", "replica-b"}
 
+        # The history and progress tasks too: a task made on one replica follows a request read by the other.
+        task_id = httpx.post(f"{second.url}/api/task/create", timeout=30).json()["taskId"]
+        answer = httpx.post(f"{first.url}/api/ocr", files={"image": ("a.png", image_bytes(), "image/png")},
+                            data={"task_id": task_id}, timeout=60).json()
+        kept = httpx.get(f"{second.url}/api/history/{answer['historyId']}", timeout=30).json()
+        assert kept["text"] == answer["text"] and kept["historyId"] == answer["historyId"]
+        listed = httpx.get(f"{second.url}/api/history", timeout=30).json()["items"]
+        assert [item["id"] for item in listed] == [answer["historyId"]]
+        followed = parse_events(httpx.get(f"{second.url}/api/progress/{task_id}", timeout=60).text.splitlines())
+        assert followed[-1][0] == "complete" and followed[-1][1]["stage"] == "complete"
+
         # One replica killed while it holds pages: the other takes them when their leases run out.
         standin.script.piece_delay_s = 0.3
         job_id = submit(second.url, ("long.pdf", make_pdf(tuple((100 + 5 * n, 150) for n in range(10)))))

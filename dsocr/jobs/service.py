@@ -22,7 +22,8 @@ log = logging.getLogger("deepseek_ocr.jobs")
 
 SWEEP_INTERVAL_S = 60
 # Pages one process reads at once when DEEPSEEK_OCR_JOB_CONCURRENCY is 0: two batches for a local model (one
-# fills while the other runs), the servers' slots through vLLM, never more than this.
+# fills while the other runs: an /api/ocr page waits behind at most those), three quarters of the servers' slots
+# through vLLM (the rest stays free for /api/ocr), never more than this.
 MAX_AUTO_CONCURRENCY = 256
 
 
@@ -30,7 +31,8 @@ def job_concurrency(settings: Settings, submitter: PageSubmitter) -> int:
     if settings.ocr_job_concurrency:
         return settings.ocr_job_concurrency
     if submitter.through_vllm:
-        return min(len(settings.ocr_vllm_urls) * settings.ocr_vllm_max_inflight, MAX_AUTO_CONCURRENCY)
+        slots = len(settings.ocr_vllm_urls) * settings.ocr_vllm_max_inflight
+        return max(1, min(slots * 3 // 4, MAX_AUTO_CONCURRENCY))
     return 2 * settings.ocr_max_batch_size
 
 
