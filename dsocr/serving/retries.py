@@ -25,6 +25,8 @@ Outcome = Literal["recovered", "cut", "unresolved"]
 
 @dataclass
 class Reading:
+    """One reading of a page, and the repeated tail its text ends in."""
+
     result: PageResult
     tail: RepeatedTail | None
 
@@ -34,6 +36,7 @@ class Reading:
 
     @property
     def kept_length(self) -> int:
+        """How much of its text is left once its repeated tail is cut: the measure of the best reading."""
         return self.tail.keep if self.tail else len(self.result.raw_text)
 
     @property
