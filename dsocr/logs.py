@@ -19,7 +19,9 @@ PROBE_PATH = re.compile(r"^(?!.*/api/)[^?]*/(health(/live|/ready)?|metrics)/?(\?
 TEXT_FORMAT = "%(levelname)s:     %(name)s: %(message)s"
 # asyncio's message when accept() fails for want of file descriptors or memory (asyncio/selector_events.py).
 ACCEPT_FAILED = "socket.accept() out of system resource"
-ACCEPT_LOG_INTERVAL_S = 60
+# uvicorn's warning for each connection whose request it cannot parse (uvicorn/protocols/http/h11_impl.py).
+INVALID_REQUEST = "Invalid HTTP request received."
+REPEATED_LINE_INTERVAL_S = 60
 
 # The id of the request being served (set by dsocr.api.middleware.request_ids), for every line logged meanwhile.
 current_request_id: contextvars.ContextVar[str] = contextvars.ContextVar("request_id", default="")
@@ -76,31 +78,44 @@ class ProbeFilter(logging.Filter):
         return PROBE_PATH.search(path) is None
 
 
-class AcceptFailureFilter(logging.Filter):
-    """asyncio logs a traceback for every accept() that fails for want of file descriptors, and retries a second
-    later: under a flood of connections that is megabytes of log a minute. The first failure is one line without
-    its traceback; then one line a minute at most, counting the failures left out."""
+class RepeatedLineFilter(logging.Filter):
+    """At most one line a minute of those starting with `prefix`, the next one through counting those left out: for
+    lines a client can cause once per connection, which a flood of connections turns into megabytes of log."""
 
-    def __init__(self) -> None:
+    def __init__(self, prefix: str) -> None:
         super().__init__()
+        self.prefix = prefix
         self.next_line_at = 0.0
         self.left_out = 0
 
     def filter(self, record: logging.LogRecord) -> bool:
-        if not str(record.msg).startswith(ACCEPT_FAILED):
+        if not str(record.msg).startswith(self.prefix):
             return True
         now = time.monotonic()
         if now < self.next_line_at:
             self.left_out += 1
             return False
+        self.rewrite(record, f" ({self.left_out} more such since the last line)" if self.left_out else "")
+        self.next_line_at, self.left_out = now + REPEATED_LINE_INTERVAL_S, 0
+        return True
+
+    def rewrite(self, record: logging.LogRecord, left_out: str) -> None:
+        record.msg, record.args = "%s%s", (record.getMessage(), left_out)
+
+
+class AcceptFailureFilter(RepeatedLineFilter):
+    """asyncio logs a traceback for every accept() that fails for want of file descriptors, and retries a second
+    later: one line without the traceback instead, saying what to bound."""
+
+    def __init__(self) -> None:
+        super().__init__(ACCEPT_FAILED)
+
+    def rewrite(self, record: logging.LogRecord, left_out: str) -> None:
         cause = record.exc_info[1] if record.exc_info else None
         record.msg = ("socket.accept() failed (%s): connections wait until descriptors are free; bound them with "
                       "DEEPSEEK_OCR_MAX_CONNECTIONS below `ulimit -n`, and in the proxy in front%s")
-        record.args = (cause or "out of system resources",
-                       f" ({self.left_out} more such failures since the last line)" if self.left_out else "")
+        record.args = (cause or "out of system resources", left_out)
         record.exc_info, record.exc_text = None, None
-        self.next_line_at, self.left_out = now + ACCEPT_LOG_INTERVAL_S, 0
-        return True
 
 
 def configure_logging(log_format: str = "text", level: str = "info", probes: bool = False) -> None:
@@ -128,3 +143,6 @@ def configure_logging(log_format: str = "text", level: str = "info", probes: boo
     event_loop = logging.getLogger("asyncio")
     if not any(isinstance(f, AcceptFailureFilter) for f in event_loop.filters):
         event_loop.addFilter(AcceptFailureFilter())
+    server = logging.getLogger("uvicorn.error")
+    if not any(isinstance(f, RepeatedLineFilter) for f in server.filters):
+        server.addFilter(RepeatedLineFilter(INVALID_REQUEST))

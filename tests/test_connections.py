@@ -117,3 +117,13 @@ def test_a_flood_past_the_descriptor_limit_passes_and_the_log_stays_quiet(tmp_pa
         assert "Traceback" not in text, text[-3000:]
         assert text.count("socket.accept()") == 1, text[-3000:]
         assert "DEEPSEEK_OCR_MAX_CONNECTIONS" in text
+
+
+def test_a_flood_of_requests_uvicorn_cannot_parse_logs_one_line(tmp_path: Path) -> None:
+    with guarded_server(tmp_path) as (url, log):
+        for _ in range(30):
+            with connect(url) as sock:
+                sock.sendall(b"NOT HTTP AT ALL\r\n\r\n")
+                assert b"400 Bad Request" in sock.recv(4096)
+        assert live(url)
+        assert log.read_text().count("Invalid HTTP request received.") == 1, log.read_text()[-3000:]
