@@ -243,7 +243,7 @@ def test_an_image_is_read_and_shown_as_markdown_raw_text_page_and_history(real_s
     sheet = page.locator("#sheet img")
     expect(sheet).to_be_visible()
     assert sheet.get_attribute("src") == result["pages"][0]["imageData"]
-    assert sheet.evaluate("img => img.complete && img.naturalWidth") > 0
+    assert sheet.evaluate("img => img.decode().then(() => img.naturalWidth)") > 0
     items = result["pages"][0]["layout"]["items"]
     expect(page.locator("#sheet-caption")).to_have_text(
         f"Page 1 · 320×240 px · {len(items)} region{'' if len(items) == 1 else 's'}")
@@ -401,7 +401,7 @@ def test_regions_are_drawn_labelled_and_linked_to_their_text_and_model_markup_ne
         expect(figures).to_have_count(1)
         url = re.search(r"!\[\]\(([^)]+)\)", result["text"]).group(1)
         assert figures.first.get_attribute("src") == url
-        assert figures.first.evaluate("img => img.complete && img.naturalWidth") > 0
+        assert figures.first.evaluate("img => img.decode().then(() => img.naturalWidth)") > 0
         screenshot(page, "ui-figures")
 
 
@@ -515,7 +515,7 @@ def test_the_page_and_the_docs_work_under_a_path_prefix(standin: Path, tmp_path:
                 figure = page.locator("#panel-figures img").first
                 assert figure.get_attribute("src").startswith(f"{PREFIX}/api/runs/")  # as the service gives it
                 expect(figure).to_be_visible()
-                assert figure.evaluate("img => img.complete && img.naturalWidth") > 0
+                assert figure.evaluate("img => img.decode().then(() => img.naturalWidth)") > 0
                 screenshot(page, "ui-under-prefix")
 
                 page.goto(f"{proxy.url}{PREFIX}/docs")
