@@ -4,10 +4,13 @@ spends per page.
 
     python bench/front.py                      # 64 one-page uploads, 16 in flight; then one 40-page PDF
     python bench/front.py --uploads 128 --in-flight 32 --pdf-pages 80
+    python bench/front.py --standin-process    # the stand-in in a process of its own
 
-The vLLM server is the STAND-IN (tests/openai_standin.py) in a process of its own, answering every page at once
-with a short text: the regime of a fast GPU, where what limits the pages per second is the front's own work per
-page. Pages are A4 text pages at 150 DPI (1240x1754 PNG), each a little different.
+The vLLM server is the STAND-IN (tests/openai_standin.py), answering every page at once with a short text: the
+regime of a fast GPU, where what limits the pages per second is the front's own work per page. It runs in a
+thread of this process, as in bench/jobs.py (the client and the stand-in then share one interpreter, in both
+measurements), or with --standin-process in a process of its own (direct then goes as fast as the stand-in can
+parse pages, a far higher bar). Pages are A4 text pages at 150 DPI (1240x1754 PNG), each a little different.
 
 - **uploads**: direct, each page as a PNG data URL in a chat completion, `--in-flight` at a time; through the
   service, each page as one POST /api/ocr with the same number in flight.
@@ -164,15 +167,24 @@ def main() -> None:
     parser.add_argument("--in-flight", type=int, default=16, help="requests in flight")
     parser.add_argument("--pdf-pages", type=int, default=40, help="pages of the PDF")
     parser.add_argument("--runs", type=int, default=3, help="runs of each measurement; the fastest counts")
+    parser.add_argument("--standin-process", action="store_true", help="the stand-in in a process of its own")
+    parser.add_argument("--no-previews", action="store_true", help="DEEPSEEK_OCR_PAGE_PREVIEWS=false")
     args = parser.parse_args()
 
     uploads = [png(text_page(i + 1)) for i in range(args.uploads)]
     pdf = make_pdf(args.pdf_pages)
     pdf_pages = rendered_pages(pdf)
 
-    standin = subprocess.Popen([sys.executable, "-c", STANDIN_MAIN], cwd=ROOT, stdout=subprocess.PIPE, text=True)
+    if args.standin_process:
+        process = subprocess.Popen([sys.executable, "-c", STANDIN_MAIN], cwd=ROOT, stdout=subprocess.PIPE, text=True)
+        standin_url = process.stdout.readline().strip()
+        stop_standin = lambda: (process.kill(), process.wait())  # noqa: E731
+    else:
+        from openai_standin import OpenAIStandIn
+
+        server_in_thread = OpenAIStandIn().start()
+        standin_url, stop_standin = server_in_thread.url, server_in_thread.stop
     try:
-        standin_url = standin.stdout.readline().strip()
         asyncio.run(direct(standin_url, uploads[:2], 2))  # warm-up
         direct_uploads = best_of(args.runs, lambda: asyncio.run(direct(standin_url, uploads, args.in_flight)))
         direct_pdf = best_of(args.runs, lambda: asyncio.run(direct(standin_url, pdf_pages, args.in_flight)))
@@ -183,15 +195,17 @@ def main() -> None:
                 "DEEPSEEK_OCR_RUNS_DIR": str(Path(scratch) / "runs"),
                 "DEEPSEEK_OCR_MAX_QUEUE": str(args.uploads + 8), "DEEPSEEK_OCR_REQUEST_TIMEOUT_S": "600",
                 "DEEPSEEK_OCR_MAX_PDF_PAGES": str(args.pdf_pages),
+                "DEEPSEEK_OCR_PAGE_PREVIEWS": "false" if args.no_previews else "true",
             })
             try:
                 server.wait_ready()
                 pid = server.process.pid
                 asyncio.run(through(server.url, [("warm.png", uploads[0]), ("warm.pdf", make_pdf(2))], 2))
 
+                named = [(f"page-{i}.png", data) for i, data in enumerate(uploads)]
+
                 def service_uploads() -> float:
-                    wall, pages = asyncio.run(
-                        through(server.url, [(f"page-{i}.png", data) for i, data in enumerate(uploads)], args.in_flight))
+                    wall, pages = asyncio.run(through(server.url, named, args.in_flight))
                     assert pages == len(uploads)
                     return wall
 
@@ -208,17 +222,18 @@ def main() -> None:
             finally:
                 server.stop()
     finally:
-        standin.kill()
-        standin.wait()
+        stop_standin()
 
     def per_page(start: tuple[float, float], end: tuple[float, float], pages: int) -> tuple[float, float]:
         return tuple((b - a) * 1000 / pages for a, b in zip(start, end))  # type: ignore[return-value]
 
     upload_cpu = per_page(before, middle, args.runs * args.uploads)
     pdf_cpu = per_page(middle, after, args.runs * args.pdf_pages)
-    print(f"\nthe stand-in answering at once; {args.in_flight} requests in flight; {os.cpu_count()} CPU cores; "
-          f"fastest of {args.runs} runs")
-    print(f"{'':>28} {'direct p/s':>11} {'service p/s':>12} {'ratio':>6} {'service ms/page':>16} {'workers ms/page':>16}")
+    where = "in a process of its own" if args.standin_process else "in this process"
+    print(f"\nthe stand-in {where}, answering at once; {args.in_flight} requests in flight; {os.cpu_count()} CPU "
+          f"cores; fastest of {args.runs} runs")
+    print(f"{'':>28} {'direct p/s':>11} {'service p/s':>12} {'ratio':>6} {'service ms/page':>16} "
+          f"{'workers ms/page':>16}")
     for name, pages, direct_s, front_s, cpu in (
         (f"{args.uploads} one-page uploads", args.uploads, direct_uploads, front_uploads, upload_cpu),
         (f"one {args.pdf_pages}-page PDF", args.pdf_pages, direct_pdf, front_pdf, pdf_cpu),

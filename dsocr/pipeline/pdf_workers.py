@@ -189,7 +189,8 @@ class PdfWorkers:
                 if isinstance(exc, WorkerGone):
                     raise BadUpload("Cannot read the PDF: its renderer stopped") from None
                 if isinstance(exc, asyncio.TimeoutError):
-                    why = "the image is too large to decode" if operation == "image" else "the PDF is too complex to render"
+                    why = ("the image is too large to decode" if operation == "image"
+                           else "the PDF is too complex to render")
                     raise InvalidField(
                         f"{what} took longer than {self.timeout_s:g} s (DEEPSEEK_OCR_PDF_PAGE_TIMEOUT_S): {why}"
                     ) from None
