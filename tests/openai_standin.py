@@ -73,6 +73,7 @@ class OpenAIStandIn:
         self.script = Script()
         self.bodies: list[dict] = []
         self.headers: list[dict[str, str]] = []
+        self.client_ports: list[int] = []  # each chat completion's connection, by the client's port
         self.active = 0
         self.max_active = 0
         self.aborted = 0
@@ -171,6 +172,7 @@ class OpenAIStandIn:
             with self.lock:
                 self.bodies.append(body)
                 self.headers.append(dict(request.headers))
+                self.client_ports.append(request.client.port if request.client else 0)
             if self.script.never_answer:
                 await self._never_answer()
             if self.script.reset == "before":

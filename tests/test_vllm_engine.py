@@ -313,3 +313,10 @@ def test_a_server_that_describes_itself_wrongly_leaves_the_others_serving(start_
     client = start_vllm_client([server.url for server in standins])
     assert client.get("/health").status_code == 200
     assert post(client, PAGE).status_code == 200
+
+
+def test_pages_one_after_another_share_one_connection(start_vllm_client, standins) -> None:
+    client = start_vllm_client([standins[0].url])
+    for _ in range(3):
+        assert post(client, PAGE).status_code == 200
+    assert len(standins[0].client_ports) == 3 and len(set(standins[0].client_ports)) == 1

@@ -315,11 +315,16 @@ async def _chunks(response: httpx.Response, url: str, max_tokens: int | None) ->
     tokens = max_tokens or 0
     max_chunks = STREAM_CHUNKS_PER_TOKEN * tokens + STREAM_EXTRA_CHUNKS
     chunks = 0
-    async for line in _lines(response, url, STREAM_BYTES_PER_TOKEN * tokens + STREAM_EXTRA_BYTES):
+    lines = _lines(response, url, STREAM_BYTES_PER_TOKEN * tokens + STREAM_EXTRA_BYTES)
+    async for line in lines:
         if not line.startswith("data:"):
             continue
         data = line[len("data:"):].strip()
         if data == "[DONE]":
+            # The body's end is read too: a response closed unread closes its connection, and every page would
+            # then open a new one (a TCP handshake and a new HTTP connection on both sides, per page).
+            async for _ in lines:
+                pass
             return
         chunks += 1
         if chunks > max_chunks:
