@@ -25,7 +25,7 @@ def free_port() -> int:
 
 
 class Server:
-    def __init__(self, env: dict[str, str]) -> None:
+    def __init__(self, env: dict[str, str], capped: bool = True) -> None:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         base = {k: v for k, v in os.environ.items() if not k.upper().startswith("DEEPSEEK_")}
@@ -35,8 +35,11 @@ class Server:
         self.history = tempfile.TemporaryDirectory(prefix="history-")
         # Random weights never end their answer: generation is capped, and a page read once (not again for ending
         # by the cap), unless the test says otherwise.
-        env = {"DEEPSEEK_OCR_HISTORY_DIR": self.history.name, "DEEPSEEK_OCR_DATA_DIR": self.history.name,
-               "DEEPSEEK_OCR_MAX_NEW_TOKENS": str(TEST_MAX_NEW_TOKENS), "DEEPSEEK_OCR_PAGE_RETRIES": "0", **env}
+        defaults = {"DEEPSEEK_OCR_HISTORY_DIR": self.history.name, "DEEPSEEK_OCR_DATA_DIR": self.history.name,
+                    "DEEPSEEK_OCR_PAGE_RETRIES": "0"}
+        if capped:  # `capped=False`: the checkpoint's own cap (the demo's) is what the test looks at
+            defaults["DEEPSEEK_OCR_MAX_NEW_TOKENS"] = str(TEST_MAX_NEW_TOKENS)
+        env = {**defaults, **env}
         self.process = subprocess.Popen(
             [sys.executable, "-m", "uvicorn", "app:app", "--host", "127.0.0.1", "--port", str(self.port)],
             cwd=ROOT, env={**base, **env}, stdout=self.log, stderr=subprocess.STDOUT, text=True,
@@ -76,9 +79,9 @@ def wait_healthy(url: str, running: Callable[[], bool], output: Callable[[], str
 
 
 @contextlib.contextmanager
-def serving(env: dict[str, str]) -> Iterator[Server]:
+def serving(env: dict[str, str], capped: bool = True) -> Iterator[Server]:
     """A ready server for the `with` block, stopped (by its process id) afterwards."""
-    server = Server(env)
+    server = Server(env, capped)
     try:
         server.wait_ready()
         yield server

@@ -142,7 +142,7 @@ def test_the_demo_is_refused_on_the_remote_code_engine(tmp_path: Path) -> None:
 def test_a_demo_server_says_so_and_serves_images_pdfs_and_streams(tmp_path: Path) -> None:
     env = {"DEEPSEEK_OCR_MODEL_PATH": "demo", "DEEPSEEK_OCR_DEMO_DIR": str(tmp_path / "demo-checkpoint"),
            "DEEPSEEK_OCR_RUNS_DIR": str(tmp_path / "runs")}
-    with serving(env) as server:
+    with serving(env, capped=False) as server:
         health = httpx.get(f"{server.url}/health", timeout=30).json()
         assert (health["status"], health["demo"], health["engine"]) == ("ok", True, "transformers")
         assert health["model"] == str(tmp_path / "demo-checkpoint")

@@ -62,8 +62,9 @@ class TaskRegistry:
         return await in_store(self.store.create, owner, PENDING)
 
     async def follow(self, task_id: str, owner: str = "") -> AsyncIterator[Message | None]:
-        """The task's state now and at every change, as unnamed messages, then a `complete` one once it completes
-        or fails; None now and then while nothing changes. An unknown or expired task ends at once, as an error."""
+        """The task's states so far and at every change, as unnamed messages, then a `complete` one once it
+        completes or fails (a task that has ended gives its last state alone); None now and then while nothing
+        changes. An unknown or expired task ends at once, as an error."""
         await self._settled(task_id)
         exists, latest = await in_store(self.store.states, task_id, owner, -1, True)
         if not exists:
@@ -72,6 +73,12 @@ class TaskRegistry:
             yield "complete", gone
             return
         after, state = latest[0] if latest else (0, PENDING)
+        if state["stage"] not in FINAL_STAGES:  # joined while it runs: its story so far, in order
+            exists, so_far = await in_store(self.store.states, task_id, owner, 0, False)
+            for event_id, earlier in so_far[:-1]:
+                yield None, earlier
+            if so_far:
+                after, state = so_far[-1]
         loop = asyncio.get_running_loop()
         while True:
             yield None, state
