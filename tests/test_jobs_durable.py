@@ -6,6 +6,7 @@ which answers each page with its image's hash: the test counts how often every p
 from __future__ import annotations
 
 import json
+import os
 import sqlite3
 from collections import Counter
 from pathlib import Path
@@ -164,3 +165,31 @@ def _held_by(url: str, job_id: str, worker: str, status: str = "running") -> int
     with psycopg.connect(url) as database:
         return database.execute("SELECT count(*) FROM pages WHERE job_id = %s AND worker = %s AND status = %s",
                                 (job_id, worker, status)).fetchone()[0]
+
+
+def test_a_worker_process_reads_the_jobs_an_http_only_replica_takes(standin: OpenAIStandIn, tmp_path: Path) -> None:
+    """`python -m dsocr worker` beside a replica that serves HTTP only (DEEPSEEK_OCR_JOB_WORKER=false), sharing
+    one SQLite file: the replica takes the job, the worker reads its pages, and stops cleanly on SIGTERM."""
+    import signal
+    import subprocess
+    import sys
+
+    from helpers import ROOT
+
+    env = service_env(standin, tmp_path / "data", "front", DEEPSEEK_OCR_JOB_WORKER="false")
+    front = started(env)
+    worker_env = {**{k: v for k, v in os.environ.items() if not k.startswith("DEEPSEEK_")},
+                  **service_env(standin, tmp_path / "data", "worker-1")}
+    worker = subprocess.Popen([sys.executable, "-m", "dsocr", "worker"], cwd=ROOT, env=worker_env,
+                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        job_id = submit(front.url, ("report.pdf", make_pdf(((120, 140), (130, 140), (140, 140)))))
+        wait_for_end(front.url, [job_id])
+        assert job(front.url, job_id)["status"] == "succeeded"
+        assert len(pages_read(front.url, [job_id])) == 3
+    finally:
+        worker.send_signal(signal.SIGTERM)
+        output, _ = worker.communicate(timeout=60)
+        front.stop()
+    assert worker.returncode == 0, output
+    assert "working on jobs" in output

@@ -140,3 +140,19 @@ def test_two_processes_migrate_once(database_url: str) -> None:
     with ThreadPoolExecutor(4) as pool:
         versions = list(pool.map(lambda _: run(), range(4)))
     assert versions == [len(MIGRATIONS)] * 4
+
+
+def test_sweep_keeps_within_the_disk_cap_oldest_finished_first_never_an_unfinished_job(database_url: str) -> None:
+    store = open_store(database_url)
+    ids = []
+    for _ in range(3):
+        job_id, _ = store.submit("k", "gundam", "p", None, None, [document()])
+        page = store.claim("w", 1, 30, 3)[0]
+        store.finish_page(page, "w", {"text": "x" * 100}, {})
+        ids.append(job_id)
+    waiting, _ = store.submit("k", "gundam", "p", None, None, [document()])
+    removed = store.sweep(ttl_s=3600, max_bytes=300)  # each finished job holds 10 + ~110 bytes
+    assert len(removed) == 1
+    assert store.view(ids[0], "k") is None and store.view(ids[1], "k") and store.view(ids[2], "k")
+    store.sweep(ttl_s=3600, max_bytes=0)
+    assert store.view(waiting, "k")["status"] == "queued"  # never an unfinished one
