@@ -315,8 +315,9 @@ def test_a_server_that_describes_itself_wrongly_leaves_the_others_serving(start_
     assert post(client, PAGE).status_code == 200
 
 
-def test_pages_one_after_another_share_one_connection(start_vllm_client, standins) -> None:
+def test_pages_one_after_another_reuse_their_connections(start_vllm_client, standins) -> None:
     client = start_vllm_client([standins[0].url])
-    for _ in range(3):
+    for _ in range(6):
         assert post(client, PAGE).status_code == 200
-    assert len(standins[0].client_ports) == 3 and len(set(standins[0].client_ports)) == 1
+    # A page and a health probe at most at a time: two connections, each kept, where each page used to open one.
+    assert len(standins[0].client_ports) == 6 and len(set(standins[0].client_ports)) <= 2
