@@ -112,6 +112,15 @@ def openai_standin() -> Iterator[OpenAIStandIn]:
     server.stop()
 
 
+@pytest.fixture(scope="module")
+def module_standin() -> Iterator[OpenAIStandIn]:
+    """One stand-in vLLM server for a whole module (see openai_standin.py); a test that changes its script puts it
+    back, or is the module's last."""
+    server = OpenAIStandIn().start()
+    yield server
+    server.stop()
+
+
 @pytest.fixture
 def clean_env(monkeypatch: pytest.MonkeyPatch) -> None:
     """No DEEPSEEK_* variable of the shell that runs the tests reaches the settings under test."""

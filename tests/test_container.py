@@ -71,15 +71,8 @@ class Container:
 
 
 @pytest.fixture(scope="module")
-def standin() -> Iterator[OpenAIStandIn]:
-    server = OpenAIStandIn().start()
-    yield server
-    server.stop()
-
-
-@pytest.fixture(scope="module")
-def container(standin: OpenAIStandIn) -> Iterator[Container]:
-    running = Container(standin)
+def container(module_standin: OpenAIStandIn) -> Iterator[Container]:
+    running = Container(module_standin)
     try:
         running.wait_ready()
         yield running
@@ -97,9 +90,9 @@ def test_the_image_is_labelled_and_runs_as_a_user_with_a_data_volume() -> None:
     assert volumes.split() == ["/data"]
 
 
-def test_health_names_the_vllm_engine_and_the_servers_model(container: Container, standin: OpenAIStandIn) -> None:
+def test_health_names_the_vllm_engine_and_the_servers_model(container: Container, module_standin: OpenAIStandIn) -> None:
     health = httpx.get(f"{container.url}/health", timeout=10).json()
-    assert (health["engine"], health["model"]) == ("vllm", standin.model_id)
+    assert (health["engine"], health["model"]) == ("vllm", module_standin.model_id)
     assert httpx.get(f"{container.url}/health/live", timeout=10).json() == {"status": "alive"}
 
 
@@ -108,13 +101,13 @@ def test_the_images_own_healthcheck_passes(container: Container) -> None:
     assert checked.returncode == 0, checked.stdout + checked.stderr
 
 
-def test_a_page_over_api_ocr_comes_back_from_the_vllm_server(container: Container, standin: OpenAIStandIn) -> None:
-    before = len(standin.bodies)
+def test_a_page_over_api_ocr_comes_back_from_the_vllm_server(container: Container, module_standin: OpenAIStandIn) -> None:
+    before = len(module_standin.bodies)
     response = httpx.post(f"{container.url}/api/ocr", files={"image": ("page.png", image_bytes(), "image/png")},
                           timeout=60)
     assert response.status_code == 200, response.text
     assert response.json()["text"] == "# Title\n\nSome text."
-    assert len(standin.bodies) == before + 1
+    assert len(module_standin.bodies) == before + 1
 
 
 def test_what_the_service_keeps_is_written_under_the_data_volume_by_its_user(container: Container) -> None:
@@ -128,14 +121,14 @@ def test_what_the_service_keeps_is_written_under_the_data_volume_by_its_user(con
     assert "/data/history" in entries or any(entry.endswith((".sqlite3", ".db")) for entry in entries), entries
 
 
-def test_podman_stop_drains_admitted_work_and_the_service_exits_0(container: Container, standin: OpenAIStandIn) -> None:
+def test_podman_stop_drains_admitted_work_and_the_service_exits_0(container: Container, module_standin: OpenAIStandIn) -> None:
     release = threading.Event()
-    standin.script.hold = release
+    module_standin.script.hold = release
     answers: list[httpx.Response] = []
     admitted = threading.Thread(target=lambda: answers.append(httpx.post(
         f"{container.url}/api/ocr", files={"image": ("page.png", image_bytes(), "image/png")}, timeout=120)))
     admitted.start()
-    wait_until(lambda: standin.active >= 1, timeout_s=60)
+    wait_until(lambda: module_standin.active >= 1, timeout_s=60)
 
     stopping = threading.Thread(target=lambda: podman("stop", "--time", str(STOP_TIMEOUT_S), container.name,
                                                       timeout_s=STOP_TIMEOUT_S + 30))

@@ -23,18 +23,11 @@ MAX_PIXELS = load_settings().ocr_max_image_pixels
 
 
 @pytest.fixture(scope="module")
-def standin() -> Iterator[OpenAIStandIn]:
-    server = OpenAIStandIn().start()
-    yield server
-    server.stop()
-
-
-@pytest.fixture(scope="module")
-def client(standin: OpenAIStandIn, tmp_path_factory: pytest.TempPathFactory) -> Iterator[TestClient]:
+def client(module_standin: OpenAIStandIn, tmp_path_factory: pytest.TempPathFactory) -> Iterator[TestClient]:
     folder = tmp_path_factory.mktemp("page-images")
 
     def settings_for() -> Settings:
-        return load_settings(ocr_engine="vllm", ocr_vllm_urls=standin.url, ocr_runs_dir=folder / "runs",
+        return load_settings(ocr_engine="vllm", ocr_vllm_urls=module_standin.url, ocr_runs_dir=folder / "runs",
                              ocr_history_dir=folder / "history", ocr_data_dir=folder / "data")
 
     starter = app_starter(settings_for)
@@ -42,9 +35,9 @@ def client(standin: OpenAIStandIn, tmp_path_factory: pytest.TempPathFactory) -> 
     next(starter, None)  # stops the app
 
 
-def sent(standin: OpenAIStandIn) -> tuple[str, bytes]:
+def sent(module_standin: OpenAIStandIn) -> tuple[str, bytes]:
     """The MIME type and bytes of the image of the last chat completion the stand-in received."""
-    parts = standin.bodies[-1]["messages"][0]["content"]
+    parts = module_standin.bodies[-1]["messages"][0]["content"]
     url = next(part["image_url"]["url"] for part in parts if part["type"] == "image_url")
     head, payload = url.split(",", 1)
     return head.removeprefix("data:").removesuffix(";base64"), base64.b64decode(payload)
@@ -77,11 +70,11 @@ def same_pixels(first: Image.Image, second: Image.Image) -> bool:
     ("JPEG", "image/jpeg", "RGB", {"quality": 85}),
     ("WEBP", "image/webp", "RGB", {"quality": 80}),
 ])
-def test_an_upload_read_as_it_came_is_sent_byte_for_byte(client, standin, fmt, mime, mode, options) -> None:
+def test_an_upload_read_as_it_came_is_sent_byte_for_byte(client, module_standin, fmt, mime, mode, options) -> None:
     upload = encoded(page((900, 1200), mode), fmt, **options)
     response = post(client, upload, filename=f"page.{fmt.lower()}")
     assert response.status_code == 200, response.text
-    assert sent(standin) == (mime, upload)
+    assert sent(module_standin) == (mime, upload)
     assert (response.json()["imageWidth"], response.json()["imageHeight"]) == (900, 1200)
 
 
@@ -103,7 +96,7 @@ def exif_rotated_jpeg() -> bytes:
 
 @pytest.mark.parametrize("case", ["turned by its EXIF", "too large for the mode", "a palette with transparency",
                                   "16-bit grey"])
-def test_a_page_that_needed_a_change_is_sent_as_a_lossless_png_of_the_pixels_read(client, standin, case) -> None:
+def test_a_page_that_needed_a_change_is_sent_as_a_lossless_png_of_the_pixels_read(client, module_standin, case) -> None:
     upload = {
         "turned by its EXIF": exif_rotated_jpeg,
         "too large for the mode": lambda: encoded(page((gundam_side() + 500, 600)), "PNG"),
@@ -113,7 +106,7 @@ def test_a_page_that_needed_a_change_is_sent_as_a_lossless_png_of_the_pixels_rea
     }[case]()
     response = post(client, upload)
     assert response.status_code == 200, response.text
-    mime, data = sent(standin)
+    mime, data = sent(module_standin)
     assert mime == "image/png" and data != upload
     received = Image.open(io.BytesIO(data))
     assert received.format == "PNG"
@@ -123,11 +116,11 @@ def test_a_page_that_needed_a_change_is_sent_as_a_lossless_png_of_the_pixels_rea
         assert received.size == (400, 600)
 
 
-def test_a_pdf_page_is_sent_as_a_lossless_png_of_its_rendering(client, standin) -> None:
+def test_a_pdf_page_is_sent_as_a_lossless_png_of_its_rendering(client, module_standin) -> None:
     pdf = make_pdf(((300, 200),))
     response = post_pdf(client, pdf)
     assert response.status_code == 200, response.text
-    mime, data = sent(standin)
+    mime, data = sent(module_standin)
     document = open_pdf(pdf)
     try:
         rendered = render_page(document, 1, 144, MAX_PIXELS, gundam_side())
@@ -142,13 +135,13 @@ def test_previews_are_jpegs_shrunk_by_a_whole_factor_within_1280_px(client) -> N
     assert preview.format == "JPEG" and preview.size == (900, 334)  # 2700 / 3, 1000 / 3 rounded up
 
 
-def test_a_page_with_regions_has_its_figures_and_annotated_page_cut_from_the_pixels_read(client, standin) -> None:
-    standin.script.pieces = ["<|ref|>image<|/ref|><|det|>[[0, 0, 499, 499]]<|/det|>\n"]
+def test_a_page_with_regions_has_its_figures_and_annotated_page_cut_from_the_pixels_read(client, module_standin) -> None:
+    module_standin.script.pieces = ["<|ref|>image<|/ref|><|det|>[[0, 0, 499, 499]]<|/det|>\n"]
     try:
         upload = encoded(page((800, 600)), "PNG")
         body = post(client, upload).json()
     finally:
-        standin.script.pieces = ["# Title", "\n\nSome ", "text."]
+        module_standin.script.pieces = ["# Title", "\n\nSome ", "text."]
     figure = client.get(body["annotatedImageUrl"].replace("result_with_boxes.jpg", "images/0.jpg"))
     assert figure.status_code == 200
     assert Image.open(io.BytesIO(figure.content)).size == (399, 299)  # the box of 0..999 on an 800x600 page
