@@ -197,7 +197,10 @@ async def _job_stream(request: Request, store: JobStore, job_id: str, owner: str
         if current is None:  # removed meanwhile
             yield sse("end", {"jobId": job_id, "status": "removed"})
             return
-        if current["status"] in FINAL and not events:  # ended before this stream's first look, events pruned
+        if current["status"] in FINAL and not events:
+            if await in_store(store.events, job_id, after, 1):  # stored between the two looks: send them first
+                continue
+            # Ended before this stream's first look and its events are gone (or the client is past them).
             yield sse("end", {"jobId": job_id, "status": current["status"], "pagesDone": current["pagesDone"],
                               "pagesFailed": current["pagesFailed"], "links": current["links"]})
             return
