@@ -192,5 +192,22 @@ def test_signed_webhook_is_retried_until_delivered(jobs_client: TestClient) -> N
 
 
 def test_callbacks_only_to_allowed_hosts(jobs_client: TestClient) -> None:
-    for url in ("http://169.254.169.254/latest", "http://localhost:1/x", "ftp://127.0.0.1/x", "http://u:p@127.0.0.1/"):
+    for url in ("http://169.254.169.254/latest", "http://localhost:1/x", "ftp://127.0.0.1/x", "http://u:p@127.0.0.1/",
+                "http://@127.0.0.1/", "http://127.0.0.1\t/", " http://127.0.0.1/", "http://127.0.0.1:0/"):
         assert_error(submit(jobs_client, ("a.png", image_bytes()), callbackUrl=url), 422, "callbackUrl")
+
+
+def test_odd_inputs_are_clear_client_errors(jobs_client: TestClient) -> None:
+    job_id = submit(jobs_client, ("a.png", image_bytes())).json()["jobId"]
+    finished(jobs_client, job_id)
+    for last in ("\u00b2", "\u0661\u0662", "abc", "9" * 40):  # not ASCII digits: the stream starts from the start
+        names = [name for name, _ in parse_events(
+            jobs_client.get(f"/api/jobs/{job_id}/events", params={"lastEventId": last}).text.splitlines())]
+        assert names[0] == "state" and names[-1] == "end"
+    broken = jobs_client.post("/api/jobs", content=b"--x\r\nno headers\r\n--x--\r\n",
+                              headers={"Content-Type": "multipart/form-data; boundary=x"})
+    assert broken.status_code == 400 and "MAX_JOB_FILES" not in broken.json()["detail"]
+    dotted = submit(jobs_client, ("..\\..\\.hidden.png", image_bytes())).json()["jobId"]
+    finished(jobs_client, dotted)
+    markdown = jobs_client.get(f"/api/jobs/{dotted}/result", params={"format": "md"})
+    assert markdown.headers["content-disposition"].endswith("''hidden.md")

@@ -98,7 +98,7 @@ async def _read_form(request: Request, file_field: str, max_files: int, limit: i
     except ClientDisconnect:
         raise ClientGone("The client disconnected while sending its upload") from None
     except HTTPException as exc:  # python-multipart's limits (too many files or fields), as Starlette raises them
-        if file_field != JOB_FILE_FIELD:
+        if file_field != JOB_FILE_FIELD or not str(exc.detail).startswith("Too many files"):
             raise
         raise PayloadTooLarge(f"{exc.detail} (DEEPSEEK_OCR_MAX_JOB_FILES={max_files})", headers=CLOSE) from None
     try:

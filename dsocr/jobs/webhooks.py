@@ -50,18 +50,23 @@ def check_callback_url(url: str, hosts: list[str]) -> str:
     """The callback URL, if an operator allowed its host; else a 422 (no request is ever made to it)."""
     if len(url) > 2000:
         raise InvalidField("callbackUrl is longer than 2000 characters")
+    if not url.isascii() or not url.isprintable() or " " in url:
+        raise InvalidField("callbackUrl must be plain ASCII, without spaces or control characters")
     try:
         parts = urlsplit(url)
         port = parts.port
-    except ValueError:
+        httpx.URL(url)  # what the sender will make of it: refused here, not when the job ends
+    except (ValueError, httpx.InvalidURL):
         raise InvalidField("callbackUrl is not a valid URL") from None
-    if parts.scheme not in ("http", "https") or not parts.hostname:
+    if parts.scheme.lower() not in ("http", "https") or not parts.hostname:
         raise InvalidField("callbackUrl must be an http(s) URL with a host")
-    if parts.username or parts.password:
+    if "@" in parts.netloc:
         raise InvalidField("callbackUrl must not carry credentials")
+    if port == 0:
+        raise InvalidField("callbackUrl's port must be 1 to 65535")
     if not hosts:
         raise InvalidField("Callbacks are turned off on this service (DEEPSEEK_OCR_WEBHOOK_HOSTS is empty)")
-    if not host_allowed(parts.scheme, parts.hostname, port, hosts):
+    if not host_allowed(parts.scheme.lower(), parts.hostname, port, hosts):
         raise InvalidField(f"callbackUrl's host {parts.netloc!r} is not one this service may call "
                            "(DEEPSEEK_OCR_WEBHOOK_HOSTS)")
     return url
@@ -97,7 +102,10 @@ class WebhookSender:
             if delivery is None:
                 await self.changes.wait("webhook", BACKOFF_MAX_S)
                 continue
-            await self._deliver(delivery)
+            try:
+                await self._deliver(delivery)
+            except Exception:  # one delivery's trouble never stops the others'
+                log.exception("webhook for job %s failed", delivery["job_id"])
 
     async def _deliver(self, delivery: dict) -> None:
         body = delivery["body"].encode("utf-8")
@@ -113,7 +121,7 @@ class WebhookSender:
         try:
             response = await self.client.post(delivery["url"], content=body, headers=headers)
             error = None if response.is_success else f"answered {response.status_code}"
-        except httpx.HTTPError as exc:
+        except (httpx.HTTPError, httpx.InvalidURL) as exc:
             error = f"{type(exc).__name__}: {exc}"
         if error is None:
             await in_store(self.store.webhook_delivered, delivery["id"])

@@ -168,7 +168,7 @@ async def job_events(request: Request, job_id: str) -> StreamingResponse:
     store, owner = _jobs(request), client_owner(request)
     view = await _view(store, job_id, owner)
     last = request.headers.get("last-event-id") or request.query_params.get("lastEventId") or "0"
-    after = int(last) if last.isdigit() and len(last) < 19 else 0
+    after = int(last) if last.isascii() and last.isdigit() and len(last) < 19 else 0
     stream = _job_stream(request, store, job_id, owner, view, after)
     # The job outlives this process: a stream the service ends as it stops says so, and the client reconnects.
     shutdown = sse("shutdown", {"detail": "The service is shutting down; reconnect with Last-Event-ID to follow the job"})
@@ -233,7 +233,7 @@ async def job_result(request: Request, job_id: str, format: ResultFormat = Resul
                                f"{len(answers)}: use format=zip")
         if "text" not in answers[0]:
             raise Conflict("No page of this document was read (see the job's result for why)")
-        name = PurePath(answers[0]["fileName"] or "document").stem + ".md"
+        name = _safe_stem(answers[0]["fileName"] or "", 1) + ".md"
         return Response(answers[0].get("text", ""), media_type="text/markdown; charset=utf-8",
                         headers={"Content-Disposition": f"attachment; filename*=UTF-8''{quote(name)}"})
     if format is ResultFormat.zip:
