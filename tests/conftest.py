@@ -112,6 +112,15 @@ def openai_standin() -> Iterator[OpenAIStandIn]:
     server.stop()
 
 
+@pytest.fixture
+def standins() -> Iterator[list[OpenAIStandIn]]:
+    """Two stand-in vLLM servers, for what the service does between servers (balancing, retries, health)."""
+    servers = [OpenAIStandIn().start(), OpenAIStandIn().start()]
+    yield servers
+    for server in servers:
+        server.stop()
+
+
 @pytest.fixture(scope="module")
 def module_standin() -> Iterator[OpenAIStandIn]:
     """One stand-in vLLM server for a whole module (see openai_standin.py); a test that changes its script puts it

@@ -29,14 +29,6 @@ PAGE = image_bytes((700, 500))
 
 
 @pytest.fixture
-def standins() -> Iterator[list[OpenAIStandIn]]:
-    servers = [OpenAIStandIn().start(), OpenAIStandIn().start()]
-    yield servers
-    for server in servers:
-        server.stop()
-
-
-@pytest.fixture
 def start_vllm_client(tmp_path: Path) -> Iterator[Callable[..., TestClient]]:
     """`start(urls, ready=True, **overrides)`: the app in front of the vLLM servers at `urls`."""
     def settings_for(urls: list[str], **overrides: object) -> Settings:

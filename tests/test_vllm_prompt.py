@@ -14,7 +14,6 @@ from fastapi.testclient import TestClient
 
 from dsocr.engines.vllm import PLAIN_CHAT_TEMPLATE
 from helpers import app_starter, image_bytes, make_pdf, post, post_pdf
-from openai_standin import OpenAIStandIn
 from settings import Settings, load_settings
 
 ROLE_MARKERS = "role markers"
@@ -28,14 +27,6 @@ def start_vllm_client(tmp_path: Path) -> Iterator[Callable[..., TestClient]]:
                              ocr_vllm_probe_interval_s=0.05)
 
     yield from app_starter(settings_for)
-
-
-@pytest.fixture
-def standins() -> Iterator[list[OpenAIStandIn]]:
-    servers = [OpenAIStandIn().start(), OpenAIStandIn().start()]
-    yield servers
-    for server in servers:
-        server.stop()
 
 
 def read_twice(client: TestClient) -> None:

@@ -78,12 +78,13 @@ class JobStore:
         try:
             return self._submit(owner, mode, prompt, callback_url, idempotency_key, new_documents)
         except IntegrityError:  # the same key, submitted at the same moment on another replica
-            existing = self._by_key(owner, idempotency_key) if idempotency_key else None
+            existing = self.job_for_key(owner, idempotency_key) if idempotency_key else None
             if existing is None:
                 raise
             return existing, False
 
-    def _by_key(self, owner: str, key: str) -> str | None:
+    def job_for_key(self, owner: str, key: str) -> str | None:
+        """The id of `owner`'s job submitted with Idempotency-Key `key`, if there is one."""
         with self.db.read() as c:
             return c.execute(select(s.jobs.c.id).where(s.jobs.c.owner == owner, s.jobs.c.idempotency_key == key)).scalar()
 
@@ -139,12 +140,7 @@ class JobStore:
             job = c.execute(select(s.jobs).where(s.jobs.c.id == job_id, s.jobs.c.owner == owner)).mappings().first()
             if job is None:
                 return None
-            docs = c.execute(
-                select(s.documents.c.id, s.documents.c.file_name, s.documents.c.file_size, s.documents.c.is_pdf,
-                       s.documents.c.page_numbers, s.documents.c.status, s.documents.c.started,
-                       s.documents.c.finished)
-                .where(s.documents.c.job_id == job_id).order_by(s.documents.c.position)
-            ).mappings().all()
+            docs = _documents(c, job_id)
             counts = _page_counts(c, job_id)
             position = self._queue_position(c, job_id) if job["status"] in ("queued", "running") else None
         return _job_json(job, docs, counts, position)
@@ -157,10 +153,6 @@ class JobStore:
             return None
         return c.execute(select(func.count()).select_from(s.pages).where(
             s.pages.c.status == "queued", s.pages.c.id < first)).scalar()
-
-    def status(self, job_id: str) -> str | None:
-        with self.db.read() as c:
-            return c.execute(select(s.jobs.c.status).where(s.jobs.c.id == job_id)).scalar()
 
     def listing(self, owner: str, status: str | None, limit: int) -> list[dict[str, Any]]:
         """The owner's jobs, newest first."""
@@ -178,11 +170,7 @@ class JobStore:
             job = c.execute(select(s.jobs).where(s.jobs.c.id == job_id, s.jobs.c.owner == owner)).mappings().first()
             if job is None:
                 return None
-            docs = c.execute(
-                select(s.documents.c.id, s.documents.c.file_name, s.documents.c.file_size, s.documents.c.is_pdf,
-                       s.documents.c.status, s.documents.c.run_id, s.documents.c.started, s.documents.c.finished)
-                .where(s.documents.c.job_id == job_id).order_by(s.documents.c.position)
-            ).mappings().all()
+            docs = _documents(c, job_id)
             rows = c.execute(
                 select(s.pages.c.document_id, s.pages.c.page_index, s.pages.c.page_number, s.pages.c.status,
                        s.pages.c.result, s.pages.c.error)
@@ -476,15 +464,18 @@ class JobStore:
         with self.db.write() as c:
             c.execute(update(s.webhooks).where(s.webhooks.c.id == delivery_id).values(**values))
 
-    def next_webhook_at(self) -> float | None:
-        with self.db.read() as c:
-            return c.execute(select(func.min(s.webhooks.c.next_at)).where(
-                s.webhooks.c.delivered.is_(None), s.webhooks.c.given_up.is_(None))).scalar()
 
 
 def job_links(job_id: str, root_path: str = "") -> dict[str, str]:
     base = f"{root_path}/api/jobs/{job_id}"
     return {"self": base, "events": f"{base}/events", "result": f"{base}/result", "cancel": f"{base}/cancel"}
+
+
+def _documents(c: Connection, job_id: str) -> list[Any]:
+    """The job's documents in order, every column but their uploads."""
+    columns = [column for column in s.documents.c if column.name != "content"]
+    return c.execute(select(*columns).where(s.documents.c.job_id == job_id)
+                     .order_by(s.documents.c.position)).mappings().all()
 
 
 def _event(c: Connection, job_id: str, name: str, data: dict[str, Any], now: float) -> None:

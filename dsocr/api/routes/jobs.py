@@ -84,7 +84,7 @@ async def submit_job(request: Request) -> JSONResponse:
         raise InvalidField(f"Idempotency-Key must be 1 to {MAX_IDEMPOTENCY_KEY} characters")
     store = _jobs(request)
     if key:  # a retry answers at once, without reading its files again
-        existing = await in_store(store._by_key, owner, key)
+        existing = await in_store(store.job_for_key, owner, key)
         if existing:
             return _accepted(request, await in_store(store.view, existing, owner))
     submitter = request.app.state.model
