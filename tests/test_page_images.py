@@ -1,6 +1,6 @@
 """What a model server is sent for a page (dsocr.pipeline.page_images), seen from the STAND-IN vLLM server
 (tests/openai_standin.py), which records every request: an upload that needed no change arrives byte for byte as
-it was uploaded; a page that was turned, shrunk, flattened or rendered arrives as a lossless PNG of exactly the
+it was uploaded; a page that was turned, shrunk, flattened or rendered arrives as a lossless TIFF of exactly the
 pixels the service read; previews are JPEGs of at most 1280 px a side."""
 
 from __future__ import annotations
@@ -96,7 +96,7 @@ def exif_rotated_jpeg() -> bytes:
 
 @pytest.mark.parametrize("case", ["turned by its EXIF", "too large for the mode", "a palette with transparency",
                                   "16-bit grey"])
-def test_a_page_that_needed_a_change_is_sent_as_a_lossless_png_of_the_pixels_read(client, module_standin, case) -> None:
+def test_a_page_that_needed_a_change_is_sent_as_a_lossless_tiff_of_the_pixels_read(client, module_standin, case) -> None:
     upload = {
         "turned by its EXIF": exif_rotated_jpeg,
         "too large for the mode": lambda: encoded(page((gundam_side() + 500, 600)), "PNG"),
@@ -107,16 +107,16 @@ def test_a_page_that_needed_a_change_is_sent_as_a_lossless_png_of_the_pixels_rea
     response = post(client, upload)
     assert response.status_code == 200, response.text
     mime, data = sent(module_standin)
-    assert mime == "image/png" and data != upload
+    assert mime == "image/tiff" and data != upload
     received = Image.open(io.BytesIO(data))
-    assert received.format == "PNG"
+    assert received.format == "TIFF"
     assert same_pixels(received, decoded_as_the_service_does(upload))
     assert (response.json()["imageWidth"], response.json()["imageHeight"]) == received.size
     if case == "turned by its EXIF":
         assert received.size == (400, 600)
 
 
-def test_a_pdf_page_is_sent_as_a_lossless_png_of_its_rendering(client, module_standin) -> None:
+def test_a_pdf_page_is_sent_as_a_lossless_tiff_of_its_rendering(client, module_standin) -> None:
     pdf = make_pdf(((300, 200),))
     response = post_pdf(client, pdf)
     assert response.status_code == 200, response.text
@@ -126,7 +126,8 @@ def test_a_pdf_page_is_sent_as_a_lossless_png_of_its_rendering(client, module_st
         rendered = render_page(document, 1, 144, MAX_PIXELS, gundam_side())
     finally:
         document.close()
-    assert mime == "image/png" and same_pixels(Image.open(io.BytesIO(data)), rendered)
+    received = Image.open(io.BytesIO(data))
+    assert mime == "image/tiff" and received.format == "TIFF" and same_pixels(received, rendered)
 
 
 def test_previews_are_jpegs_shrunk_by_a_whole_factor_within_1280_px(client) -> None:

@@ -1,6 +1,6 @@
 """A page made ready for the model in one trip: decoded and checked, what the model is handed (its pixels for a model
 in this process; for a model server its file, the upload's own bytes when the page needed no change, else one fast
-lossless PNG), and its preview. For a model server this runs in a worker process (dsocr.pipeline.pdf_workers), so
+lossless TIFF), and its preview. For a model server this runs in a worker process (dsocr.pipeline.pdf_workers), so
 that the server's process only moves bytes; for a model in this process, on a worker thread (no copy between
 processes of pixels the model reads here)."""
 
@@ -29,14 +29,14 @@ def prepare_upload(data: bytes, max_pixels: int, max_side: int, for_server: bool
 def prepare(image: Image.Image, for_server: bool, previews: bool, own: bytes | None = None,
             fmt: str = "PNG") -> PageImage:
     """`image` as a page: for a model server its file (`own`, the upload's bytes in format `fmt`, when given;
-    else a PNG of the pixels), the pixels themselves otherwise."""
+    else a lossless TIFF of the pixels), the pixels themselves otherwise."""
     page = PageImage(image.width, image.height, preview=page_preview(image) if previews else None)
     if not for_server:
         page.image = image
     elif own is not None:
         page.encoded = EncodedImage(own, SENT_AS_UPLOADED[fmt], image.width, image.height)
     else:
-        page.encoded = EncodedImage.png(image)
+        page.encoded = EncodedImage.lossless(image)
     return page
 
 
