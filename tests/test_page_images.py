@@ -148,3 +148,29 @@ def test_a_page_with_regions_has_its_figures_and_annotated_page_cut_from_the_pix
     assert Image.open(io.BytesIO(figure.content)).size == (399, 299)  # the box of 0..999 on an 800x600 page
     assert client.get(body["annotatedImageUrl"]).status_code == 200
 
+
+
+def test_pages_are_made_ready_in_the_workers_under_uvloop() -> None:
+    """uvloop (uvicorn's loop wherever it is installed, as `uvicorn[standard]` installs it) leaves a descriptor it
+    watched non-blocking: the worker's pipe, read and written from threads, must still carry whole pages."""
+    uvloop = pytest.importorskip("uvloop")
+    from dsocr.pipeline.pdf_workers import PdfWorkers
+
+    noise = Image.frombytes("RGB", (800, 800), bytes(range(256)) * 7500)
+    upload = encoded(noise, "PNG")  # a 4 KB file, whose preview (~270 KB) is more than a socket's buffer holds
+    pdf = make_pdf(((600, 800), (800, 600)))
+
+    async def main() -> list:
+        workers = PdfWorkers(1, timeout_s=60)
+        try:
+            ready = [await workers.image(upload, MAX_PIXELS, 4096, True, True) for _ in range(3)]
+            document = workers.document(pdf, 144, MAX_PIXELS, 4096, for_server=True, previews=True)
+            assert await document.select(None, 10) == [1, 2]
+            return ready + [await document.render(1), await document.render(2)]
+        finally:
+            workers.stop()
+
+    pages = uvloop.run(main())
+    assert [page.encoded.data == upload for page in pages[:3]] == [True] * 3
+    assert [(page.width, page.height) for page in pages[3:]] == [(1200, 1600), (1600, 1200)]  # 144 DPI
+    assert all(page.preview.startswith("data:image/jpeg;base64,") for page in pages)

@@ -12,6 +12,7 @@ import ctypes
 import itertools
 import logging
 import multiprocessing
+import os
 import signal
 from multiprocessing.connection import Connection
 from typing import Any
@@ -122,6 +123,9 @@ class Worker:
             await asyncio.wait_for(answered, max(deadline - loop.time(), 0))
         finally:
             loop.remove_reader(self.conn.fileno())
+            # uvloop leaves a descriptor it watched non-blocking; the pipe is read and written from threads, blocking
+            # (else a reply longer than the socket's buffer fails half read)
+            os.set_blocking(self.conn.fileno(), True)
         try:
             reply = await in_worker(self.conn.recv)
         except (EOFError, OSError):
