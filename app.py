@@ -126,7 +126,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.metrics = metrics = Metrics()
     app.state.model = make_submitter(settings, metrics)
     app.state.admission = Admission(settings.ocr_max_queue, metrics, settings.ocr_max_queue_pages)
-    app.state.pdf_workers = PdfWorkers(settings.ocr_pdf_workers, settings.ocr_pdf_page_timeout_s,
+    app.state.pdf_workers = PdfWorkers(settings.pdf_worker_count, settings.ocr_pdf_page_timeout_s,
                                          metrics.pdf_workers_busy)
     try:
         app.state.database = database = Database(settings.ocr_database_url, settings.ocr_data_dir)

@@ -8,7 +8,7 @@ import os
 import re
 from enum import Enum
 from pathlib import Path
-from typing import Mapping
+from typing import Literal, Mapping, Union
 from urllib.parse import urlsplit
 
 from pydantic import Field, ValidationError, field_validator, model_validator
@@ -108,8 +108,9 @@ class Settings(BaseSettings):
     # PDFs: upstream renders pages at 144 DPI.
     ocr_pdf_dpi: float = Field(144, gt=0, le=1200)
     ocr_max_pdf_pages: int = Field(50, ge=1)
-    # Rendering runs in worker processes, killed past a page's time budget.
-    ocr_pdf_workers: int = Field(2, ge=1)
+    # Rendering (and, in front of vLLM, decoding uploads and making previews) runs in worker processes, killed past a
+    # page's time budget; "auto" is one per core less one, from 2 to MAX_AUTO_PDF_WORKERS.
+    ocr_pdf_workers: Union[int, Literal["auto"]] = "auto"
     ocr_pdf_page_timeout_s: float = Field(20, gt=0)
 
     # Batching and overload (Triton's dynamic batcher knobs).
@@ -186,6 +187,19 @@ class Settings(BaseSettings):
     @classmethod
     def _any_case(cls, value: object) -> object:
         return value.strip().lower() if isinstance(value, str) else value
+
+    @field_validator("ocr_pdf_workers", mode="before")
+    @classmethod
+    def _count_or_auto(cls, value: object) -> object:
+        if isinstance(value, str) and value.strip().lower() == "auto":
+            return "auto"
+        try:
+            count = int(str(value).strip())
+        except ValueError:
+            count = 0
+        if count < 1 or isinstance(value, float):
+            raise ValueError("expected a whole number of at least 1, or auto")
+        return count
 
     @field_validator("ocr_runs_dir", "ocr_history_dir", mode="before")
     @classmethod
@@ -288,10 +302,22 @@ class Settings(BaseSettings):
     def max_upload_bytes(self) -> int:
         return int(self.max_image_mb * 1024 * 1024)
 
+    @property
+    def pdf_worker_count(self) -> int:
+        """DEEPSEEK_OCR_PDF_WORKERS, "auto" counted from the cores this process may use."""
+        if self.ocr_pdf_workers != "auto":
+            return self.ocr_pdf_workers
+        cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+        return min(max(cores - 1, 2), MAX_AUTO_PDF_WORKERS)
+
 
 class SettingsError(Exception):
     """A setting has a value the service cannot run with; the message names the variable."""
 
+
+# The most worker processes "auto" starts: each is an interpreter with Pillow and PDFium (~60 MB), started with the
+# service; more can be asked for by number.
+MAX_AUTO_PDF_WORKERS = 16
 
 # Values never repeated in an error message or a log line.
 SECRET_FIELDS = frozenset({"ocr_api_keys", "ocr_vllm_api_key"})

@@ -394,3 +394,16 @@ def test_uvicorn_refuses_a_keys_file_with_a_key_that_could_never_match(tmp_path:
     assert result.stderr.strip().splitlines() == [f"Invalid configuration: DEEPSEEK_OCR_API_KEYS_FILE={str(keys_file)!r}, line 2: the key has "
                      f"characters other than printable ASCII, which an HTTP header cannot carry, so it could never "
                      f"match (one key a line; a comment starts with #)"]
+
+
+@pytest.mark.parametrize(("cores", "workers"), [(1, 2), (2, 2), (4, 3), (16, 15), (96, 16)])
+def test_pdf_workers_follow_the_cores_unless_counted(monkeypatch: pytest.MonkeyPatch, cores: int, workers: int) -> None:
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: set(range(cores)))
+    assert load_settings().pdf_worker_count == workers
+    monkeypatch.setenv("DEEPSEEK_OCR_PDF_WORKERS", "5")
+    assert load_settings().pdf_worker_count == 5
+
+
+@pytest.mark.parametrize("value", ["many", "2.5", "-3", ""])
+def test_pdf_workers_are_a_count_or_auto(monkeypatch: pytest.MonkeyPatch, value: str) -> None:
+    assert "a whole number of at least 1, or auto" in refusal(monkeypatch, DEEPSEEK_OCR_PDF_WORKERS=value)

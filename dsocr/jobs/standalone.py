@@ -27,7 +27,7 @@ async def work_on_jobs(settings: Settings) -> int:
     """Runs until told to stop; returns the exit status (1 when the model cannot serve)."""
     metrics = Metrics()
     submitter = make_submitter(settings, metrics)
-    pdf_workers = PdfWorkers(settings.ocr_pdf_workers, settings.ocr_pdf_page_timeout_s, metrics.pdf_workers_busy)
+    pdf_workers = PdfWorkers(settings.pdf_worker_count, settings.ocr_pdf_page_timeout_s, metrics.pdf_workers_busy)
     database = Database(settings.ocr_database_url, settings.ocr_data_dir)
     version = await asyncio.to_thread(migrate, database)
     log.info("database %s at schema version %d", database.describe(), version)
