@@ -43,6 +43,8 @@ PORT=${PORT:-8000}
 # uvicorn's HTTP/1.1 protocol with a connection cap and a request-head deadline (DEEPSEEK_OCR_MAX_CONNECTIONS,
 # DEEPSEEK_OCR_HEADER_TIMEOUT_S).
 GUARDED_HTTP=dsocr.api.connections:GuardedH11Protocol
+# asyncio's event loop, the one the tests cover (uvicorn would pick uvloop where installed, as requirements-dev does).
+LOOP=asyncio
 TORCH_SPEC=${TORCH_SPEC:-torch==2.13.0}
 command=serve
 profile=
@@ -103,7 +105,7 @@ if [[ -n $dry_run ]]; then
   echo "profile: $profile ($VENV; ${requirements[*]})"
   echo "model: ${DEEPSEEK_OCR_MODEL_PATH:-(unset: ../../ocr_project/model when it exists, else deepseek-community/DeepSeek-OCR-2)}"
   if [[ $command == test ]]; then echo "command: python -m pytest $*"
-  else echo "command: python -m uvicorn app:app --host $HOST --port $PORT --http $GUARDED_HTTP"; fi
+  else echo "command: python -m uvicorn app:app --host $HOST --port $PORT --loop $LOOP --http $GUARDED_HTTP"; fi
   exit 0
 fi
 
@@ -136,4 +138,4 @@ if [[ -n $demo ]]; then
   [[ $HOST == 0.0.0.0 || $HOST == :: ]] && url_host=localhost || url_host=$HOST
   echo "start.sh: the demo: a tiny random checkpoint, so the text is random; open http://$url_host:$PORT/ once it is up"
 fi
-exec python -m uvicorn app:app --host "$HOST" --port "$PORT" --http "$GUARDED_HTTP"
+exec python -m uvicorn app:app --host "$HOST" --port "$PORT" --loop "$LOOP" --http "$GUARDED_HTTP"

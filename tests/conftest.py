@@ -14,6 +14,9 @@ from fastapi.testclient import TestClient
 # Set before transformers is imported: no network, and remote code copied into a throwaway module cache.
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("HF_MODULES_CACHE", tempfile.mkdtemp(prefix="hf-modules-"))
+# Every server a test starts runs on asyncio's loop, as start.sh and the container run it (uvloop, installed for
+# tests/test_page_images.py, would otherwise be uvicorn's choice).
+os.environ["UVICORN_LOOP"] = "asyncio"
 
 import transformers  # noqa: E402
 
