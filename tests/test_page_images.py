@@ -96,7 +96,8 @@ def exif_rotated_jpeg() -> bytes:
 
 @pytest.mark.parametrize("case", ["turned by its EXIF", "too large for the mode", "a palette with transparency",
                                   "16-bit grey"])
-def test_a_page_that_needed_a_change_is_sent_as_a_lossless_tiff_of_the_pixels_read(client, module_standin, case) -> None:
+def test_a_page_that_needed_a_change_is_sent_as_a_lossless_tiff_of_the_pixels_read(client, module_standin,
+                                                                                   case) -> None:
     upload = {
         "turned by its EXIF": exif_rotated_jpeg,
         "too large for the mode": lambda: encoded(page((gundam_side() + 500, 600)), "PNG"),

@@ -384,7 +384,8 @@ def _refusal(status: int, message: str) -> ServiceError:
 
 def image_url(request: PageRequest) -> str:
     """The page as the image of a chat message: its file as the pipeline made it ready (the upload's own bytes, or
-    one lossless file), else (a page handed over as pixels only) a lossless file of its pixels. Called off the event loop."""
+    one lossless file), else (a page handed over as pixels only) a lossless file of its pixels. Called off the event
+    loop."""
     if request.encoded is not None:
         return request.encoded.data_url()
     assert request.image is not None
