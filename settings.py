@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import difflib
 import ipaddress
+import math
 import os
 import re
 from enum import Enum
@@ -191,15 +192,12 @@ class Settings(BaseSettings):
     @field_validator("ocr_pdf_workers", mode="before")
     @classmethod
     def _count_or_auto(cls, value: object) -> object:
-        if isinstance(value, str) and value.strip().lower() == "auto":
+        text = str(value).strip()
+        if isinstance(value, str) and text.lower() == "auto":
             return "auto"
-        try:
-            count = int(str(value).strip())
-        except ValueError:
-            count = 0
-        if count < 1 or isinstance(value, float):
+        if isinstance(value, bool) or not re.fullmatch(r"[0-9]+", text) or int(text) < 1:
             raise ValueError("expected a whole number of at least 1, or auto")
-        return count
+        return int(text)
 
     @field_validator("ocr_runs_dir", "ocr_history_dir", mode="before")
     @classmethod
@@ -304,11 +302,14 @@ class Settings(BaseSettings):
 
     @property
     def pdf_worker_count(self) -> int:
-        """DEEPSEEK_OCR_PDF_WORKERS, "auto" counted from the cores this process may use."""
+        """DEEPSEEK_OCR_PDF_WORKERS. "auto": in front of vLLM, where the workers do every page's work, the cores this
+        process may use less one, from 2 to MAX_AUTO_PDF_WORKERS; with a model in this process, which has the cores
+        to itself, 2 (they only render PDFs)."""
         if self.ocr_pdf_workers != "auto":
             return self.ocr_pdf_workers
-        cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
-        return min(max(cores - 1, 2), MAX_AUTO_PDF_WORKERS)
+        if self.ocr_engine is not EngineChoice.vllm:
+            return 2
+        return min(max(usable_cores() - 1, 2), MAX_AUTO_PDF_WORKERS)
 
 
 class SettingsError(Exception):
@@ -318,6 +319,25 @@ class SettingsError(Exception):
 # The most worker processes "auto" starts: each is an interpreter with Pillow and PDFium (~60 MB), started with the
 # service; more can be asked for by number.
 MAX_AUTO_PDF_WORKERS = 16
+
+# cgroup v2, then v1: the CPU quota a container may be held to, as "quota period" (quota "max" or -1: none).
+CPU_QUOTA_FILES = (("/sys/fs/cgroup/cpu.max",),
+                   ("/sys/fs/cgroup/cpu/cpu.cfs_quota_us", "/sys/fs/cgroup/cpu/cpu.cfs_period_us"))
+
+
+def usable_cores() -> int:
+    """The cores this process may run on (its CPU affinity), fewer when a container's CPU quota allows fewer."""
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    for paths in CPU_QUOTA_FILES:
+        try:
+            fields = " ".join(Path(path).read_text() for path in paths).split()
+            quota, period = float(fields[0]), float(fields[1])
+        except (OSError, ValueError, IndexError):  # no such file, or "max": no quota
+            continue
+        if quota > 0 and period > 0:
+            return max(1, min(cores, math.ceil(quota / period)))
+    return cores
+
 
 # Values never repeated in an error message or a log line.
 SECRET_FIELDS = frozenset({"ocr_api_keys", "ocr_vllm_api_key"})

@@ -396,14 +396,31 @@ def test_uvicorn_refuses_a_keys_file_with_a_key_that_could_never_match(tmp_path:
                      f"match (one key a line; a comment starts with #)"]
 
 
-@pytest.mark.parametrize(("cores", "workers"), [(1, 2), (2, 2), (4, 3), (16, 15), (96, 16)])
-def test_pdf_workers_follow_the_cores_unless_counted(monkeypatch: pytest.MonkeyPatch, cores: int, workers: int) -> None:
+@pytest.mark.parametrize(("cores", "quota", "workers"), [
+    (1, None, 2), (2, None, 2), (4, None, 3), (16, None, 15), (96, None, 16),
+    (64, "300000 100000", 2), (64, "250000 100000", 2), (64, "800000 100000", 7), (8, "max 100000", 7),
+])
+def test_pdf_workers_in_front_of_vllm_follow_the_cores_and_the_cpu_quota(
+        monkeypatch: pytest.MonkeyPatch, tmp_path: Path, cores: int, quota: str | None, workers: int) -> None:
+    import settings
+
     monkeypatch.setattr(os, "sched_getaffinity", lambda pid: set(range(cores)))
+    cpu_max = tmp_path / "cpu.max"
+    if quota is not None:
+        cpu_max.write_text(quota + "\n")
+    monkeypatch.setattr(settings, "CPU_QUOTA_FILES", ((str(cpu_max),),))
+    monkeypatch.setenv("DEEPSEEK_OCR_ENGINE", "vllm")
+    monkeypatch.setenv("DEEPSEEK_OCR_VLLM_URLS", "http://127.0.0.1:9")
     assert load_settings().pdf_worker_count == workers
     monkeypatch.setenv("DEEPSEEK_OCR_PDF_WORKERS", "5")
     assert load_settings().pdf_worker_count == 5
 
 
-@pytest.mark.parametrize("value", ["many", "2.5", "-3", ""])
+def test_pdf_workers_beside_a_model_in_this_process_are_two(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: set(range(32)))
+    assert load_settings(ocr_engine="transformers").pdf_worker_count == 2
+
+
+@pytest.mark.parametrize("value", ["many", "2.5", "-3", "", "4_0", "\uff11\uff12"])
 def test_pdf_workers_are_a_count_or_auto(monkeypatch: pytest.MonkeyPatch, value: str) -> None:
     assert "a whole number of at least 1, or auto" in refusal(monkeypatch, DEEPSEEK_OCR_PDF_WORKERS=value)

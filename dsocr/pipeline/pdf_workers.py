@@ -113,7 +113,7 @@ class Worker:
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout_s
         try:
-            await asyncio.wait_for(in_worker(self.conn.send, message), timeout_s)
+            await asyncio.wait_for(in_worker(self._send, message), timeout_s)
         except (OSError, EOFError):
             self.gone = True
             raise WorkerGone() from None
@@ -123,11 +123,8 @@ class Worker:
             await asyncio.wait_for(answered, max(deadline - loop.time(), 0))
         finally:
             loop.remove_reader(self.conn.fileno())
-            # uvloop leaves a descriptor it watched non-blocking; the pipe is read and written from threads, blocking
-            # (else a reply longer than the socket's buffer fails half read)
-            os.set_blocking(self.conn.fileno(), True)
         try:
-            reply = await in_worker(self.conn.recv)
+            reply = await in_worker(self._recv)
         except (EOFError, OSError):
             self.gone = True
             raise BadUpload("Cannot read the PDF: its renderer crashed") from None
@@ -135,6 +132,17 @@ class Worker:
             raise ERRORS.get(reply[1], BadUpload)(reply[2])
         self.loaded = opened
         return reply[1]
+
+    # The pipe is written and read on I/O threads, blocking: uvloop leaves a descriptor it watched non-blocking, and a
+    # message longer than the socket's buffer would then fail half sent or half read.
+
+    def _send(self, message: tuple) -> None:
+        os.set_blocking(self.conn.fileno(), True)
+        self.conn.send(message)
+
+    def _recv(self) -> Any:
+        os.set_blocking(self.conn.fileno(), True)
+        return self.conn.recv()
 
     def kill(self) -> None:
         """Kills the process; its pipe is closed (and the process reaped) off the event loop, once the process is
