@@ -20,8 +20,12 @@ from dsocr.catalogue import FinishReason, Mode, ModelFamily
 # The file a page is sent as when it cannot be sent as uploaded: a TIFF compressed with PackBits, lossless. Measured on
 # a PDF page rendered at 144 DPI (1191x1684), one core: 3-9 ms to encode and ~2 ms for the server to decode, against
 # 35-39 ms and ~12 ms for a PNG at zlib's fastest level (Pillow filters every row of a PNG, whatever the level), for
-# a file about 1.5 times as large (0.9 MB against 0.6). vLLM opens any format Pillow reads.
+# a file about 1.5 times as large (0.9 MB against 0.6). vLLM opens any format Pillow reads. PackBits only packs runs:
+# a photo-like page would stay near its raw size, so past RAW_SHARE_FOR_PNG of it the page goes as a PNG at zlib's
+# fastest level instead (about half the raw size for such a page).
 LOSSLESS_FORMAT, LOSSLESS_MIME, LOSSLESS_OPTIONS = "TIFF", "image/tiff", {"compression": "packbits"}
+RAW_SHARE_FOR_PNG = 0.5
+PNG_COMPRESS_LEVEL = 1
 
 
 @dataclass(frozen=True, eq=False)
@@ -30,7 +34,7 @@ class EncodedImage:
     uploaded, else one lossless encoding of its pixels."""
 
     data: bytes
-    mime: str  # image/png, image/jpeg or image/webp as uploaded; image/tiff (LOSSLESS_FORMAT) when encoded here
+    mime: str  # image/png, image/jpeg or image/webp as uploaded; image/tiff or image/png when encoded here
     width: int
     height: int
 
@@ -39,7 +43,13 @@ class EncodedImage:
         """The pixels as one lossless file, fast to make and to read (LOSSLESS_FORMAT says which and why)."""
         buffer = io.BytesIO()
         image.save(buffer, LOSSLESS_FORMAT, **LOSSLESS_OPTIONS)
-        return cls(buffer.getvalue(), LOSSLESS_MIME, image.width, image.height)
+        raw_size = image.width * image.height * len(image.getbands())
+        if buffer.tell() <= raw_size * RAW_SHARE_FOR_PNG:
+            return cls(buffer.getvalue(), LOSSLESS_MIME, image.width, image.height)
+        png = io.BytesIO()
+        image.save(png, "PNG", compress_level=PNG_COMPRESS_LEVEL)
+        smaller = min((buffer, LOSSLESS_MIME), (png, "image/png"), key=lambda encoded: encoded[0].tell())
+        return cls(smaller[0].getvalue(), smaller[1], image.width, image.height)
 
     def data_url(self) -> str:
         return f"data:{self.mime};base64,{base64.b64encode(self.data).decode('ascii')}"

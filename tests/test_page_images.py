@@ -175,3 +175,15 @@ def test_pages_are_made_ready_in_the_workers_under_uvloop() -> None:
     assert [page.encoded.data == upload for page in pages[:3]] == [True] * 3
     assert [(page.width, page.height) for page in pages[3:]] == [(1200, 1600), (1600, 1200)]  # 144 DPI
     assert all(page.preview.startswith("data:image/jpeg;base64,") for page in pages)
+
+
+def test_a_photo_like_page_goes_as_a_png_when_packbits_would_leave_it_near_its_raw_size() -> None:
+    from ocr_engine import EncodedImage
+
+    photo = Image.effect_noise((600, 400), 60).convert("RGB")  # no runs of equal pixels for PackBits to pack
+    text = page((600, 400))
+    as_sent = {name: EncodedImage.lossless(image) for name, image in (("photo", photo), ("text", text))}
+    assert as_sent["photo"].mime == "image/png" and len(as_sent["photo"].data) < 600 * 400 * 3 * 0.9
+    assert as_sent["text"].mime == "image/tiff"
+    for name, image in (("photo", photo), ("text", text)):
+        assert same_pixels(Image.open(io.BytesIO(as_sent[name].data)), image)
