@@ -108,8 +108,9 @@ async def submit_job(request: Request) -> JSONResponse:
         documents.append(NewDocument(file_name, len(data), checked.document.is_pdf, checked.document.numbers, data))
     assert mode is not None and prompt is not None
     job_id, _ = await in_store(store.submit, owner, mode, prompt, callback_url, key, documents)
+    view = await in_store(store.view, job_id, owner)  # as submitted: read before this process's worker is woken
     _changes(request).fire("work")
-    return _accepted(request, await in_store(store.view, job_id, owner))
+    return _accepted(request, view)
 
 
 def _accepted(request: Request, view: dict[str, Any] | None) -> JSONResponse:
