@@ -110,7 +110,7 @@ class Settings(BaseSettings):
     ocr_pdf_dpi: float = Field(144, gt=0, le=1200)
     ocr_max_pdf_pages: int = Field(50, ge=1)
     # Rendering (and, in front of vLLM, decoding uploads and making previews) runs in worker processes, killed past a
-    # page's time budget; "auto" is one per core less one, from 2 to MAX_AUTO_PDF_WORKERS.
+    # page's time budget; "auto" follows the cores in front of vLLM (Settings.pdf_worker_count).
     ocr_pdf_workers: Union[int, Literal["auto"]] = "auto"
     ocr_pdf_page_timeout_s: float = Field(20, gt=0)
 
