@@ -215,6 +215,7 @@ class PdfWorkers:
 
     def start(self) -> None:
         """Starts the workers now, so that the first PDF does not wait for an interpreter to start."""
+        log.info("%d page worker processes (DEEPSEEK_OCR_PDF_WORKERS)", self.count)
         while len(self.workers) < self.count:
             worker = Worker()
             self.workers.add(worker)
