@@ -4,6 +4,7 @@ settling documents and jobs, events, webhooks' outbox, the TTL sweep, and migrat
 from __future__ import annotations
 
 import json
+import sqlite3
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -13,6 +14,7 @@ from dsocr.errors import PayloadTooLarge
 from dsocr.store.database import Database
 from dsocr.store.jobs import JobStore, NewDocument, QueueFull
 from dsocr.store.migrations import MIGRATIONS, migrate
+from helpers import WAIT_TIMEOUT_S, wait_until
 
 
 def open_store(url: str, max_queued_pages: int = 1000) -> JobStore:
@@ -140,6 +142,20 @@ def test_two_processes_migrate_once(database_url: str) -> None:
     with ThreadPoolExecutor(4) as pool:
         versions = list(pool.map(lambda _: run(), range(4)))
     assert versions == [len(MIGRATIONS)] * 4
+
+
+def test_a_replica_starting_while_the_database_is_locked_past_a_requests_wait_migrates_once_it_is_free(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    path = tmp_path / "store.sqlite3"
+    holder = sqlite3.connect(path, isolation_level=None)
+    holder.execute("BEGIN IMMEDIATE")  # another process's long write (a migration, say)
+    with ThreadPoolExecutor(1) as pool:
+        starting = pool.submit(migrate, Database(f"sqlite:///{path}", Path(".")))
+        # Past BUSY_TIMEOUT_S a request would have had its 503: the replica starting waits on.
+        wait_until(lambda: "the database is unavailable" in caplog.text or starting.done())
+        holder.execute("ROLLBACK")
+        holder.close()
+        assert starting.result(timeout=WAIT_TIMEOUT_S) == len(MIGRATIONS)
 
 
 def test_sweep_keeps_within_the_disk_cap_oldest_finished_first_never_an_unfinished_job(database_url: str) -> None:

@@ -5,17 +5,20 @@ migration's transaction; `schema_version` says how many have run. Never edit a r
 from __future__ import annotations
 
 import logging
+import time
 from typing import Callable
 
 from sqlalchemy import Connection, func, insert, inspect, select, text, update
 
 from dsocr.store import schema
-from dsocr.store.database import Database
+from dsocr.store.database import Database, StoreUnavailable
 
 log = logging.getLogger("deepseek_ocr.store")
 
 # Any constant shared by every replica: the key of the advisory lock migrations hold.
 MIGRATION_LOCK = 0x64736F6372  # "dsocr"
+# A replica starting beside one that migrates waits this long for it (a request waits BUSY_TIMEOUT_S at most).
+MIGRATION_WAIT_S = 60
 
 
 def _v1_tables(connection: Connection) -> None:
@@ -33,7 +36,21 @@ def current_version(connection: Connection) -> int:
 
 
 def migrate(database: Database) -> int:
-    """Brings the schema up to date; returns the version it is at. Safe to run from several processes at once."""
+    """Brings the schema up to date; returns the version it is at. Safe to run from several processes at once: one
+    migrates, the others wait for its lock, up to MIGRATION_WAIT_S."""
+    deadline = time.monotonic() + MIGRATION_WAIT_S
+    pause_s = 0.1
+    while True:
+        try:
+            return _migrate(database)
+        except StoreUnavailable:  # locked by a replica that migrates (or unreachable): once more, until the deadline
+            if time.monotonic() + pause_s > deadline:
+                raise
+            time.sleep(pause_s)
+            pause_s = min(pause_s * 2, 2.0)
+
+
+def _migrate(database: Database) -> int:
     with database.write() as connection:
         if database.is_postgres:
             connection.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": MIGRATION_LOCK})
