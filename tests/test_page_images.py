@@ -154,7 +154,8 @@ def test_a_page_with_regions_has_its_figures_and_annotated_page_cut_from_the_pix
 def test_pages_are_made_ready_in_the_workers_under_uvloop() -> None:
     """uvloop (uvicorn's loop wherever it is installed, as `uvicorn[standard]` installs it) leaves a descriptor it
     watched non-blocking: the worker's pipe, read and written from threads, must still carry whole pages."""
-    uvloop = pytest.importorskip("uvloop")
+    import uvloop  # requirements-dev: a missing uvloop fails here rather than skipping the check
+
     from dsocr.pipeline.pdf_workers import PdfWorkers
 
     noise = Image.frombytes("RGB", (800, 800), bytes(range(256)) * 7500)
